@@ -1,0 +1,1 @@
+//! CSI conformance suite and load tool (see issue: sanity/).
