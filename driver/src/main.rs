@@ -1,1 +1,41 @@
-fn main() {}
+//! `cairn-csi`: parse flags, set up logging, run.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cairn_csi::cli::{Cli, Command, LogFormat};
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    init_logging(args.log_format);
+    // One node runs one copy: a single async thread plus a small, bounded
+    // pool for blocking filesystem and mount work keeps memory low.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(args.io_threads.max(1))
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(cairn_csi::server::run(args)),
+        Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cairn-csi: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

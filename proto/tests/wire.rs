@@ -79,7 +79,10 @@ fn csi_proto_matches_the_reference_field_by_field() {
         compare_message(b.name(), a, b);
     }
     assert_eq!(ours.service, reference.service, "services and methods");
-    assert!(reference.message_type.len() > 70, "reference looks complete");
+    assert!(
+        reference.message_type.len() > 70,
+        "reference looks complete"
+    );
     // Whatever the loops above did not name must match too.
     assert_eq!(ours, reference);
 }

@@ -1,0 +1,452 @@
+//! Local volumes: directories under `--local-root` on this node.
+//!
+//! Layout (all state lives with the data; there is no central table):
+//! ```text
+//! <root>/volumes/<key>/meta.json   what CreateVolume recorded
+//! <root>/volumes/<key>/data/       what pods see
+//! <root>/tmp/                      volumes being made (removed at startup)
+//! <root>/trash/                    volumes being deleted (finished at startup)
+//! ```
+//! A volume is created complete in `tmp/` and renamed into `volumes/`, and
+//! deleted by renaming it into `trash/` first: a crash at any point leaves
+//! either a whole volume or none, and a restart clears the leftovers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, Health, NewVolume, Page, Volume};
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::ids::{NodeId, VolumeId, VolumeKey};
+
+const META_FILE: &str = "meta.json";
+const DATA_DIR: &str = "data";
+/// Pods run as any user; with no fsGroup they still need to write
+/// (local-path-provisioner and hostpath do the same).
+const DATA_MODE: u32 = 0o777;
+
+/// Parameters a local StorageClass may carry.
+const KNOWN_PARAMETERS: &[&str] = &[];
+/// Keys external-provisioner adds with `--extra-create-metadata`.
+const PROVISIONER_PREFIX: &str = "csi.storage.k8s.io/";
+
+/// The on-disk record of a volume.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    name: String,
+    capacity_bytes: u64,
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct LocalBackend {
+    node: NodeId,
+    root: PathBuf,
+    default_size: u64,
+    unique: AtomicU64,
+}
+
+/// Checks StorageClass parameters for a local volume; unknown keys are
+/// refused by name so a typo does not silently change behaviour.
+pub fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
+    let unknown: Vec<&str> = parameters
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !k.starts_with(PROVISIONER_PREFIX) && !KNOWN_PARAMETERS.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "unknown parameters for a local volume: {}",
+        unknown.join(", ")
+    )))
+}
+
+impl LocalBackend {
+    /// Opens the root, creating its layout, and clears what a crash left
+    /// half made or half deleted.
+    pub fn open(node: NodeId, root: &Path, default_size: u64) -> Result<Self> {
+        let meta = std::fs::metadata(root).map_err(Error::io("open local root", root))?;
+        if !meta.is_dir() {
+            return Err(Error::FailedPrecondition(format!(
+                "local root {} is not a directory",
+                root.display()
+            )));
+        }
+        let backend = Self {
+            node,
+            root: root.to_path_buf(),
+            default_size,
+            unique: AtomicU64::new(0),
+        };
+        for dir in [
+            backend.volumes_dir(),
+            backend.tmp_dir(),
+            backend.trash_dir(),
+        ] {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => durable::sync_dir(root)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create", &dir)(e)),
+            }
+        }
+        for dir in [backend.tmp_dir(), backend.trash_dir()] {
+            let removed = clear_dir(&dir)?;
+            if removed > 0 {
+                tracing::info!(dir = %dir.display(), removed, "removed leftovers of interrupted operations");
+            }
+        }
+        Ok(backend)
+    }
+
+    fn volumes_dir(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn trash_dir(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
+    fn volume_dir(&self, key: &VolumeKey) -> PathBuf {
+        self.volumes_dir().join(key.as_str())
+    }
+
+    /// A name for a scratch entry that no other call uses.
+    fn scratch_name(&self, key: &VolumeKey) -> String {
+        let n = self.unique.fetch_add(1, Ordering::Relaxed);
+        format!("{key}.{}.{n}", std::process::id())
+    }
+
+    /// Errors for ids this node does not own.
+    fn check_owned(&self, id: &VolumeId) -> Result<()> {
+        if id.node != self.node {
+            return Err(Error::NotFound(format!(
+                "volume {id} lives on node {}, not on {}",
+                id.node, self.node
+            )));
+        }
+        Ok(())
+    }
+
+    fn read_meta(&self, key: &VolumeKey) -> Result<Option<Meta>> {
+        let path = self.volume_dir(key).join(META_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("corrupt volume record {}: {e}", path.display())))
+    }
+
+    fn to_volume(&self, key: VolumeKey, meta: Meta) -> Volume {
+        Volume {
+            id: VolumeId::local(self.node.clone(), key),
+            name: meta.name,
+            capacity_bytes: meta.capacity_bytes,
+            parameters: meta.parameters,
+        }
+    }
+
+    fn make(&self, key: &VolumeKey, meta: &Meta) -> Result<()> {
+        let scratch = self.tmp_dir().join(self.scratch_name(key));
+        let result = (|| {
+            std::fs::create_dir(&scratch).map_err(Error::io("create", &scratch))?;
+            let data = scratch.join(DATA_DIR);
+            std::fs::create_dir(&data).map_err(Error::io("create", &data))?;
+            // Explicitly, so the process umask does not narrow it.
+            std::fs::set_permissions(
+                &data,
+                std::os::unix::fs::PermissionsExt::from_mode(DATA_MODE),
+            )
+            .map_err(Error::io("chmod", &data))?;
+            let record = serde_json::to_vec_pretty(meta)
+                .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+            durable::write_new_file(&scratch.join(META_FILE), &record)?;
+            durable::sync_dir(&data)?;
+            durable::sync_dir(&scratch)?;
+            durable::rename(&scratch, &self.volume_dir(key))
+        })();
+        if result.is_err() {
+            // Best effort; anything left is cleared at the next start.
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        result
+    }
+
+    fn statvfs(&self) -> Result<rustix::fs::StatVfs> {
+        crate::mount::usage(&self.root).map_err(Error::io("statvfs", &self.root))
+    }
+}
+
+/// Removes every entry of `dir`; returns how many there were.
+fn clear_dir(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(Error::io("read", dir))? {
+        let path = entry.map_err(Error::io("read", dir))?.path();
+        std::fs::remove_dir_all(&path).map_err(Error::io("remove", &path))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+impl Backend for LocalBackend {
+    fn create(&self, request: &NewVolume) -> Result<Volume> {
+        check_parameters(&request.parameters)?;
+        let key = request.name.key();
+        if let Some(existing) = self.read_meta(&key)? {
+            let conflict = |why: String| {
+                Error::AlreadyExists(format!(
+                    "volume {:?} already exists with {why}",
+                    request.name.as_str()
+                ))
+            };
+            if existing.name != request.name.as_str() {
+                return Err(conflict(format!("another name ({:?})", existing.name)));
+            }
+            if !request.capacity.admits(existing.capacity_bytes) {
+                return Err(conflict(format!(
+                    "capacity {} bytes, outside the requested range",
+                    existing.capacity_bytes
+                )));
+            }
+            if existing.parameters != request.parameters {
+                return Err(conflict("other parameters".into()));
+            }
+            return Ok(self.to_volume(key, existing));
+        }
+        let capacity = request
+            .capacity
+            .choose(self.default_size, self.max_volume_bytes()?)?;
+        let meta = Meta {
+            name: request.name.as_str().to_string(),
+            capacity_bytes: capacity,
+            parameters: request.parameters.clone(),
+        };
+        self.make(&key, &meta)?;
+        Ok(self.to_volume(key, meta))
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        if id.node != self.node {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} lives on node {}; delete it there (this is {})",
+                id.node, self.node
+            )));
+        }
+        let dir = self.volume_dir(&id.key);
+        let doomed = self.trash_dir().join(self.scratch_name(&id.key));
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("rename", &dir)(e)),
+        }
+        durable::sync_dir(&self.volumes_dir())?;
+        std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))
+    }
+
+    fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
+        if id.node != self.node {
+            return Ok(None);
+        }
+        Ok(self
+            .read_meta(&id.key)?
+            .map(|meta| self.to_volume(id.key.clone(), meta)))
+    }
+
+    fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
+        let dir = self.volumes_dir();
+        let mut keys: Vec<VolumeKey> = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
+            let entry = entry.map_err(Error::io("read", &dir))?;
+            // Entries that are not volume keys are not ours to report.
+            if let Some(key) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| VolumeKey::parse(n).ok())
+            {
+                if after.is_none_or(|a| &key > a) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        let limit = if max == 0 { keys.len() } else { max };
+        let next = (keys.len() > limit).then(|| keys[limit - 1].clone());
+        let mut volumes = Vec::with_capacity(limit.min(keys.len()));
+        for key in keys.into_iter().take(limit) {
+            // Deleted since the directory was read: skip it.
+            if let Some(meta) = self.read_meta(&key)? {
+                volumes.push(self.to_volume(key, meta));
+            }
+        }
+        Ok(Page { volumes, next })
+    }
+
+    fn available_bytes(&self) -> Result<u64> {
+        let st = self.statvfs()?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    fn max_volume_bytes(&self) -> Result<u64> {
+        let st = self.statvfs()?;
+        Ok(st.f_blocks.saturating_mul(st.f_frsize))
+    }
+
+    fn ready(&self) -> Result<()> {
+        let dir = self.volumes_dir();
+        let meta = std::fs::metadata(&dir).map_err(Error::io("stat", &dir))?;
+        if !meta.is_dir() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn data_dir(&self, id: &VolumeId) -> Result<PathBuf> {
+        self.check_owned(id)?;
+        let data = self.volume_dir(&id.key).join(DATA_DIR);
+        match crate::mount::inspect(&data).map_err(Error::io("inspect", &data))? {
+            Some(state) if state.is_dir => Ok(data),
+            _ => Err(Error::NotFound(format!("volume {id} does not exist"))),
+        }
+    }
+
+    fn health(&self, id: &VolumeId) -> Health {
+        match self.data_dir(id) {
+            Ok(_) => Health::Ok,
+            Err(e) => Health::Abnormal(format!("backing directory unusable: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::Range;
+    use crate::ids::VolumeName;
+
+    fn backend(root: &Path) -> LocalBackend {
+        LocalBackend::open(NodeId::parse("node-a").unwrap(), root, 1 << 20).unwrap()
+    }
+
+    fn request(name: &str, required: u64) -> NewVolume {
+        NewVolume {
+            name: VolumeName::parse(name).unwrap(),
+            capacity: Range {
+                required,
+                limit: None,
+            },
+            parameters: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn create_is_idempotent_and_conflicts_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let b = backend(root.path());
+        let v = b.create(&request("pvc-1", 4096)).unwrap();
+        assert_eq!(v.capacity_bytes, 4096);
+        assert_eq!(b.create(&request("pvc-1", 4096)).unwrap(), v);
+        assert!(matches!(
+            b.create(&request("pvc-1", 8192)),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(root.path().join("volumes/pvc-1/data").is_dir());
+        assert!(std::fs::read_dir(root.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn delete_is_idempotent_and_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let b = backend(root.path());
+        let v = b.create(&request("pvc-1", 0)).unwrap();
+        std::fs::write(root.path().join("volumes/pvc-1/data/file"), b"x").unwrap();
+        b.delete(&v.id).unwrap();
+        b.delete(&v.id).unwrap();
+        assert!(!root.path().join("volumes/pvc-1").exists());
+        assert!(std::fs::read_dir(root.path().join("trash"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert_eq!(b.get(&v.id).unwrap(), None);
+    }
+
+    #[test]
+    fn restart_clears_half_made_and_half_deleted_volumes() {
+        let root = tempfile::tempdir().unwrap();
+        let b = backend(root.path());
+        b.create(&request("kept", 0)).unwrap();
+        std::fs::create_dir_all(root.path().join("tmp/half.1.0/data")).unwrap();
+        std::fs::create_dir_all(root.path().join("trash/gone.1.0/data")).unwrap();
+        let b = backend(root.path());
+        assert!(std::fs::read_dir(root.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(std::fs::read_dir(root.path().join("trash"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert_eq!(b.list(None, 0).unwrap().volumes.len(), 1);
+    }
+
+    #[test]
+    fn list_pages_visit_every_volume_once() {
+        let root = tempfile::tempdir().unwrap();
+        let b = backend(root.path());
+        for i in 0..7 {
+            b.create(&request(&format!("v{i}"), 0)).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = b.list(after.as_ref(), 3).unwrap();
+            seen.extend(page.volumes.into_iter().map(|v| v.name));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (0..7).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let mut p = BTreeMap::new();
+        p.insert("csi.storage.k8s.io/pvc/name".into(), "x".into());
+        assert!(check_parameters(&p).is_ok());
+        p.insert("sizee".into(), "1".into());
+        let err = check_parameters(&p).unwrap_err().to_string();
+        assert!(err.contains("sizee"), "{err}");
+    }
+
+    #[test]
+    fn other_nodes_volumes_are_not_touched() {
+        let root = tempfile::tempdir().unwrap();
+        let b = backend(root.path());
+        b.create(&request("pvc-1", 0)).unwrap();
+        let foreign = VolumeId::parse("local:node-b:pvc-1").unwrap();
+        assert!(b.get(&foreign).unwrap().is_none());
+        assert!(matches!(
+            b.delete(&foreign),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(root.path().join("volumes/pvc-1").exists());
+    }
+}

@@ -1,0 +1,150 @@
+//! Which volume capabilities (access type + access mode) a volume can serve.
+
+use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessType};
+use cairn_proto::v1::VolumeCapability;
+
+use crate::error::Error;
+use crate::mount::BindFlags;
+
+/// A capability a caller may legitimately ask for that the volume cannot serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+/// Rejects capabilities that are not even well formed: no access type or no
+/// access mode (spec: "Missing required field").
+pub fn check_well_formed(caps: &[VolumeCapability], field: &str) -> Result<(), Error> {
+    if caps.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field} is required")));
+    }
+    caps.iter()
+        .try_for_each(|cap| check_one_well_formed(cap, field))
+}
+
+pub fn check_one_well_formed(cap: &VolumeCapability, field: &str) -> Result<(), Error> {
+    if cap.access_type.is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: access_type (mount or block) is required"
+        )));
+    }
+    let mode = cap.access_mode.as_ref().map(|m| m.mode());
+    match mode {
+        None | Some(Mode::Unknown) => Err(Error::InvalidArgument(format!(
+            "{field}: access_mode is required"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Whether a local (node-local directory) volume can serve `cap`.
+/// The caller has already checked that `cap` is well formed.
+pub fn local_supports(cap: &VolumeCapability) -> Result<(), Unsupported> {
+    let mode = cap.access_mode.as_ref().map_or(Mode::Unknown, |m| m.mode());
+    match mode {
+        Mode::SingleNodeWriter
+        | Mode::SingleNodeReaderOnly
+        | Mode::SingleNodeSingleWriter
+        | Mode::SingleNodeMultiWriter => {}
+        other => {
+            return Err(Unsupported(format!(
+                "access mode {} is not supported: local volumes live on one node",
+                other.as_str_name()
+            )))
+        }
+    }
+    match &cap.access_type {
+        Some(AccessType::Mount(mount)) => {
+            if !mount.fs_type.is_empty() {
+                return Err(Unsupported(format!(
+                    "fs_type {:?} is not supported: local volumes are directories, leave fs_type empty",
+                    mount.fs_type
+                )));
+            }
+            if !mount.volume_mount_group.is_empty() {
+                return Err(Unsupported(
+                    "volume_mount_group is not supported (no VOLUME_MOUNT_GROUP capability)".into(),
+                ));
+            }
+            BindFlags::parse(&mount.mount_flags).map_err(Unsupported)?;
+            Ok(())
+        }
+        Some(AccessType::Block(_)) => Err(Unsupported(
+            "block access is not supported for local volumes yet".into(),
+        )),
+        None => Err(Unsupported("access_type is required".into())),
+    }
+}
+
+/// Whether the access mode only allows reading.
+pub fn is_read_only_mode(cap: &VolumeCapability) -> bool {
+    matches!(
+        cap.access_mode.as_ref().map(|m| m.mode()),
+        Some(Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)
+    )
+}
+
+/// The mount flags a capability carries, if it is a mount capability.
+pub fn mount_flags(cap: &VolumeCapability) -> &[String] {
+    match &cap.access_type {
+        Some(AccessType::Mount(mount)) => &mount.mount_flags,
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::v1::volume_capability::{AccessMode, BlockVolume, MountVolume};
+
+    fn cap(mode: Mode, access: Option<AccessType>) -> VolumeCapability {
+        VolumeCapability {
+            access_type: access,
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+        }
+    }
+
+    fn mount(fs: &str, flags: &[&str]) -> Option<AccessType> {
+        Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            mount_flags: flags.iter().map(|s| s.to_string()).collect(),
+            volume_mount_group: String::new(),
+        }))
+    }
+
+    #[test]
+    fn single_node_mount_is_supported() {
+        for mode in [
+            Mode::SingleNodeWriter,
+            Mode::SingleNodeReaderOnly,
+            Mode::SingleNodeSingleWriter,
+            Mode::SingleNodeMultiWriter,
+        ] {
+            assert_eq!(local_supports(&cap(mode, mount("", &["noatime"]))), Ok(()));
+        }
+    }
+
+    #[test]
+    fn multi_node_block_fs_type_and_odd_flags_are_not() {
+        assert!(local_supports(&cap(Mode::MultiNodeMultiWriter, mount("", &[]))).is_err());
+        assert!(local_supports(&cap(Mode::MultiNodeReaderOnly, mount("", &[]))).is_err());
+        assert!(local_supports(&cap(
+            Mode::SingleNodeWriter,
+            Some(AccessType::Block(BlockVolume {}))
+        ))
+        .is_err());
+        assert!(local_supports(&cap(Mode::SingleNodeWriter, mount("ext4", &[]))).is_err());
+        assert!(local_supports(&cap(Mode::SingleNodeWriter, mount("", &["uid=0"]))).is_err());
+    }
+
+    #[test]
+    fn malformed_capabilities_are_invalid_arguments() {
+        assert!(check_well_formed(&[], "volume_capabilities").is_err());
+        assert!(check_well_formed(&[cap(Mode::Unknown, mount("", &[]))], "c").is_err());
+        assert!(check_well_formed(&[cap(Mode::SingleNodeWriter, None)], "c").is_err());
+        let no_mode = VolumeCapability {
+            access_type: mount("", &[]),
+            access_mode: None,
+        };
+        assert!(check_well_formed(&[no_mode], "c").is_err());
+        assert!(check_well_formed(&[cap(Mode::SingleNodeWriter, mount("", &[]))], "c").is_ok());
+    }
+}

@@ -1,0 +1,366 @@
+//! The CSI Controller service: unpack, validate, call the backend, answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cairn_proto::v1::controller_server::Controller;
+use cairn_proto::v1::controller_service_capability::{rpc::Type as RpcType, Rpc, Type};
+use cairn_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::backend::{self, local, Health, NewVolume};
+use crate::capability::{self, check_well_formed};
+use crate::capacity::Range;
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::ids::{VolumeId, VolumeKey, VolumeName};
+use crate::rpc::{blocking, observe};
+use crate::topology;
+
+pub struct ControllerService(pub Arc<Driver>);
+
+const CAPABILITIES: &[RpcType] = &[
+    RpcType::CreateDeleteVolume,
+    RpcType::ListVolumes,
+    RpcType::GetCapacity,
+    RpcType::GetVolume,
+    RpcType::VolumeCondition,
+    RpcType::SingleNodeMultiWriter,
+];
+
+fn unsupported(rpc: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not supported by this driver"))
+}
+
+/// Refuses capabilities a local volume cannot serve (CreateVolume).
+fn check_supported(caps: &[VolumeCapability]) -> Result<()> {
+    caps.iter().try_for_each(|cap| {
+        capability::local_supports(cap).map_err(|u| Error::InvalidArgument(u.0))
+    })
+}
+
+fn to_wire(driver: &Driver, volume: backend::Volume) -> Volume {
+    Volume {
+        capacity_bytes: i64::try_from(volume.capacity_bytes).unwrap_or(i64::MAX),
+        volume_id: volume.id.to_string(),
+        volume_context: Default::default(),
+        content_source: None,
+        accessible_topology: vec![topology::of_node(&driver.node)],
+    }
+}
+
+fn condition(health: Health) -> VolumeCondition {
+    match health {
+        Health::Ok => VolumeCondition {
+            abnormal: false,
+            message: "volume is healthy".into(),
+        },
+        Health::Abnormal(message) => VolumeCondition {
+            abnormal: true,
+            message,
+        },
+    }
+}
+
+fn sorted(parameters: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+impl ControllerService {
+    async fn create(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
+        let name = VolumeName::parse(&req.name)?;
+        check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
+        check_supported(&req.volume_capabilities)?;
+        let capacity = Range::parse(req.capacity_range.as_ref())?;
+        if req.volume_content_source.is_some() {
+            return Err(Error::InvalidArgument(
+                "volume_content_source is not supported: this driver does not clone or restore yet"
+                    .into(),
+            ));
+        }
+        if !req.mutable_parameters.is_empty() {
+            return Err(Error::InvalidArgument(
+                "mutable_parameters are not supported (no MODIFY_VOLUME capability)".into(),
+            ));
+        }
+        let parameters = sorted(&req.parameters);
+        local::check_parameters(&parameters)?;
+        let driver = &self.0;
+        if !topology::admits(req.accessibility_requirements.as_ref(), &driver.node) {
+            return Err(Error::ResourceExhausted(format!(
+                "local volumes are created on the node serving the call ({}), which the requested topology excludes",
+                driver.node
+            )));
+        }
+        let key = name.key();
+        let _guard = driver.locks.lock(key.as_str()).await;
+        let backend = driver.backend.clone();
+        let request = NewVolume {
+            name,
+            capacity,
+            parameters,
+        };
+        let volume = blocking(move || backend.create(&request)).await?;
+        Ok(CreateVolumeResponse {
+            volume: Some(to_wire(driver, volume)),
+        })
+    }
+
+    async fn delete(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse> {
+        let id = VolumeId::parse(&req.volume_id)?;
+        let _guard = self.0.locks.lock(id.key.as_str()).await;
+        let backend = self.0.backend.clone();
+        blocking(move || backend.delete(&id)).await?;
+        Ok(DeleteVolumeResponse {})
+    }
+
+    async fn get(&self, id: VolumeId) -> Result<(backend::Volume, Health)> {
+        let backend = self.0.backend.clone();
+        blocking(move || {
+            let volume = backend
+                .get(&id)?
+                .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+            let health = backend.health(&id);
+            Ok((volume, health))
+        })
+        .await
+    }
+
+    async fn validate(
+        &self,
+        req: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse> {
+        let id = VolumeId::parse(&req.volume_id)?;
+        check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
+        let (volume, _) = self.get(id).await?;
+        let mismatch = if let Err(e) = check_supported(&req.volume_capabilities) {
+            Some(e.to_string())
+        } else if !req.parameters.is_empty() && sorted(&req.parameters) != volume.parameters {
+            Some("parameters differ from those the volume was created with".into())
+        } else if !req.mutable_parameters.is_empty() {
+            Some("mutable_parameters are not supported".into())
+        } else {
+            None
+        };
+        Ok(match mismatch {
+            Some(message) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message,
+            },
+            None => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: Default::default(),
+                }),
+                message: String::new(),
+            },
+        })
+    }
+
+    async fn list(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
+        let max = usize::try_from(req.max_entries)
+            .map_err(|_| Error::InvalidArgument("max_entries must not be negative".into()))?;
+        let after = if req.starting_token.is_empty() {
+            None
+        } else {
+            Some(VolumeKey::parse(&req.starting_token).map_err(|_| {
+                Error::Aborted(format!(
+                    "starting_token {:?} is not a token this driver issued",
+                    req.starting_token
+                ))
+            })?)
+        };
+        let backend = self.0.backend.clone();
+        let (page, health) = blocking(move || {
+            let page = backend.list(after.as_ref(), max)?;
+            let health: Vec<Health> = page.volumes.iter().map(|v| backend.health(&v.id)).collect();
+            Ok((page, health))
+        })
+        .await?;
+        let entries = page
+            .volumes
+            .into_iter()
+            .zip(health)
+            .map(|(volume, health)| list_volumes_response::Entry {
+                volume: Some(to_wire(&self.0, volume)),
+                status: Some(list_volumes_response::VolumeStatus {
+                    published_node_ids: Vec::new(),
+                    volume_condition: Some(condition(health)),
+                }),
+            })
+            .collect();
+        Ok(ListVolumesResponse {
+            entries,
+            next_token: page.next.map(|k| k.to_string()).unwrap_or_default(),
+        })
+    }
+
+    async fn capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse> {
+        if !req.volume_capabilities.is_empty() {
+            check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
+        }
+        local::check_parameters(&sorted(&req.parameters))?;
+        let here = req
+            .accessible_topology
+            .as_ref()
+            .is_none_or(|t| t.segments.is_empty() || topology::is_node(t, &self.0.node));
+        // Capacity a caller cannot use is no capacity (spec: report as if
+        // provisioning with these capabilities and topology).
+        if !here || check_supported(&req.volume_capabilities).is_err() {
+            return Ok(GetCapacityResponse::default());
+        }
+        let backend = self.0.backend.clone();
+        let available = blocking(move || backend.available_bytes()).await?;
+        Ok(GetCapacityResponse {
+            available_capacity: i64::try_from(available).unwrap_or(i64::MAX),
+            maximum_volume_size: None,
+            minimum_volume_size: None,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let name = req.name.clone();
+        observe("CreateVolume", &name, self.create(req)).await
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        observe("DeleteVolume", &id, self.delete(req)).await
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _request: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        Err(unsupported("ControllerPublishVolume"))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _request: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        Err(unsupported("ControllerUnpublishVolume"))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        observe("ValidateVolumeCapabilities", &id, self.validate(req)).await
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        observe("ListVolumes", "", self.list(request.into_inner())).await
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        observe("GetCapacity", "", self.capacity(request.into_inner())).await
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        observe("ControllerGetCapabilities", "", async {
+            Ok(ControllerGetCapabilitiesResponse {
+                capabilities: CAPABILITIES
+                    .iter()
+                    .map(|t| ControllerServiceCapability {
+                        r#type: Some(Type::Rpc(Rpc { r#type: *t as i32 })),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn create_snapshot(
+        &self,
+        _request: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        Err(unsupported("CreateSnapshot"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _request: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        Err(unsupported("DeleteSnapshot"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _request: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        Err(unsupported("ListSnapshots"))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _request: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        Err(unsupported("GetSnapshot"))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        _request: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        Err(unsupported("ControllerExpandVolume"))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let req = request.into_inner();
+        observe("ControllerGetVolume", &req.volume_id.clone(), async {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let (volume, health) = self.get(id).await?;
+            Ok(ControllerGetVolumeResponse {
+                volume: Some(to_wire(&self.0, volume)),
+                status: Some(controller_get_volume_response::VolumeStatus {
+                    published_node_ids: Vec::new(),
+                    volume_condition: Some(condition(health)),
+                }),
+            })
+        })
+        .await
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _request: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        Err(unsupported("ControllerModifyVolume"))
+    }
+}
+
+/// Used by the node service, which reports conditions the same way.
+pub(crate) fn volume_condition(health: Health) -> VolumeCondition {
+    condition(health)
+}

@@ -1,0 +1,41 @@
+//! Making directory changes durable: data is flushed before the rename that
+//! publishes it, and the parent directory is flushed after, so a crash shows
+//! either the old state or the complete new one.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Flushes a directory's entries (a rename or create inside it) to disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("sync", dir))
+}
+
+/// Writes a new file and flushes it; the caller publishes it by renaming
+/// its directory or the file itself.
+pub fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(Error::io("create", path))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io("write", path))
+}
+
+/// Renames `from` to `to` and flushes both parents.
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(Error::io("rename", from))?;
+    if let Some(parent) = to.parent() {
+        sync_dir(parent)?;
+    }
+    match from.parent() {
+        Some(parent) if Some(parent) != to.parent() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,91 @@
+//! The driver's one error type and its one mapping to gRPC status codes.
+//!
+//! Every variant names the CSI error it stands for, so reading the code that
+//! returns it tells what the caller sees (spec.md, "Error Scheme").
+
+use std::path::PathBuf;
+
+/// What can go wrong while serving a CSI call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    /// An I/O failure on a path we own; the message carries what we were doing.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// The gRPC code this error is reported with.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::OutOfRange(_) => Code::OutOfRange,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::Aborted(_) => Code::Aborted,
+            Error::Unimplemented(_) => Code::Unimplemented,
+            // Out of space is a condition the caller can wait out.
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                Code::ResourceExhausted
+            }
+            Error::Io { .. } | Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        tonic::Status::new(err.code(), err.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("blocking task failed: {err}"))
+    }
+}
+
+/// Shorthand for the common "required field is missing" error.
+pub fn missing(field: &str) -> Error {
+    Error::InvalidArgument(format!("{field} is required"))
+}

@@ -1,0 +1,277 @@
+//! Validated names and ids. A value of these types is already safe to turn
+//! into a path component: no `/`, no `..`, no NUL, bounded length.
+//!
+//! Volume ids are self-describing — `local:<node>:<key>` — so every call can
+//! tell which backend and node own a volume without a lookup, and an id that
+//! does not parse is refused before it touches the disk.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// CSI's general limit for strings, ids included (spec.md, "Size Limits").
+pub const MAX_ID_LEN: usize = 128;
+/// CreateVolume names up to this length are stored verbatim; longer ones
+/// are stored under a digest so the id stays within [`MAX_ID_LEN`].
+pub const MAX_VERBATIM_NAME_LEN: usize = 48;
+/// Longest node id that still leaves room for any volume key in an id.
+pub const MAX_NODE_ID_LEN: usize = MAX_ID_LEN - "local::".len() - MAX_VERBATIM_NAME_LEN;
+const DIGEST_PREFIX: char = '~';
+const DIGEST_HEX_LEN: usize = 32;
+
+/// Characters allowed in names, keys and node ids: what Kubernetes object
+/// names use, plus `_` and upper case, and nothing a path could abuse.
+fn is_safe_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn check_safe(what: &str, value: &str, max_len: usize) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} is required")));
+    }
+    if value.len() > max_len {
+        return Err(Error::InvalidArgument(format!(
+            "{what} is {} bytes long; at most {max_len} are allowed",
+            value.len()
+        )));
+    }
+    if let Some(bad) = value.chars().find(|c| !is_safe_char(*c)) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {value:?} contains {bad:?}; only letters, digits, '-', '_' and '.' are allowed"
+        )));
+    }
+    if value.starts_with('.') {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {value:?} must not start with '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// A CreateVolume name (e.g. `pvc-<uid>` from external-provisioner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeName(String);
+
+impl VolumeName {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        check_safe("name", raw, MAX_ID_LEN)?;
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The directory name this volume is stored under.
+    pub fn key(&self) -> VolumeKey {
+        if self.0.len() <= MAX_VERBATIM_NAME_LEN {
+            return VolumeKey(self.0.clone());
+        }
+        let digest = Sha256::digest(self.0.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        VolumeKey(format!("{DIGEST_PREFIX}{}", &hex[..DIGEST_HEX_LEN]))
+    }
+}
+
+/// The on-disk directory name of a volume: its name, or `~` and a digest
+/// of a long name (`~` cannot occur in a name, so the two never collide).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VolumeKey(String);
+
+impl VolumeKey {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        if let Some(hex) = raw.strip_prefix(DIGEST_PREFIX) {
+            let valid = hex.len() == DIGEST_HEX_LEN
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            if !valid {
+                return Err(Error::InvalidArgument(format!(
+                    "volume key {raw:?} is not a valid digest key"
+                )));
+            }
+            return Ok(Self(raw.to_string()));
+        }
+        check_safe("volume key", raw, MAX_VERBATIM_NAME_LEN)?;
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VolumeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// This node's id, as the kubelet knows it (`spec.nodeName`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        check_safe("node id", raw, MAX_NODE_ID_LEN)?;
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which backend a volume belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Local,
+}
+
+impl BackendKind {
+    fn tag(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+        }
+    }
+}
+
+/// A parsed, validated volume id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeId {
+    pub backend: BackendKind,
+    pub node: NodeId,
+    pub key: VolumeKey,
+}
+
+impl VolumeId {
+    pub fn local(node: NodeId, key: VolumeKey) -> Self {
+        Self {
+            backend: BackendKind::Local,
+            node,
+            key,
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        if raw.is_empty() {
+            return Err(Error::InvalidArgument("volume_id is required".into()));
+        }
+        if raw.len() > MAX_ID_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "volume_id is {} bytes long; at most {MAX_ID_LEN} are allowed",
+                raw.len()
+            )));
+        }
+        let malformed = |why: String| {
+            Error::InvalidArgument(format!("volume_id {raw:?} is not a Cairn volume id: {why}"))
+        };
+        let mut parts = raw.splitn(3, ':');
+        let (Some(tag), Some(node), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(malformed("expected <backend>:<node>:<volume>".into()));
+        };
+        let backend = match tag {
+            "local" => BackendKind::Local,
+            other => return Err(malformed(format!("unknown backend {other:?}"))),
+        };
+        let node = NodeId::parse(node).map_err(|e| malformed(e.to_string()))?;
+        let key = VolumeKey::parse(key).map_err(|e| malformed(e.to_string()))?;
+        Ok(Self { backend, node, key })
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.backend.tag(), self.node, self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_their_own_key() {
+        let name = VolumeName::parse("pvc-0b6f5e1c-9b1a-4a8e-8d3c-0c6c3f9f2a11").unwrap();
+        assert_eq!(name.key().as_str(), name.as_str());
+    }
+
+    #[test]
+    fn long_names_get_a_digest_key_that_fits_in_an_id() {
+        let name = VolumeName::parse(&"a".repeat(128)).unwrap();
+        let key = name.key();
+        assert!(key.as_str().starts_with('~'));
+        let node = NodeId::parse(&"n".repeat(MAX_NODE_ID_LEN)).unwrap();
+        let id = VolumeId::local(node, key).to_string();
+        assert!(id.len() <= MAX_ID_LEN, "{} bytes", id.len());
+        assert_eq!(VolumeId::parse(&id).unwrap().to_string(), id);
+    }
+
+    #[test]
+    fn digests_differ_for_different_names() {
+        let a = VolumeName::parse(&"a".repeat(100)).unwrap().key();
+        let b = VolumeName::parse(&format!("{}b", "a".repeat(99)))
+            .unwrap()
+            .key();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\0b",
+            "../../etc",
+            "a b",
+            "é",
+            "a:b",
+            "~abc",
+        ] {
+            assert!(VolumeName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(VolumeName::parse(&"a".repeat(129)).is_err());
+        assert!(VolumeName::parse(&"a".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        let id = VolumeId::parse("local:node-a:pvc-1").unwrap();
+        assert_eq!(id.backend, BackendKind::Local);
+        assert_eq!(id.node.as_str(), "node-a");
+        assert_eq!(id.key.as_str(), "pvc-1");
+        assert_eq!(id.to_string(), "local:node-a:pvc-1");
+    }
+
+    #[test]
+    fn malformed_ids_are_refused() {
+        for bad in [
+            "",
+            "pvc-1",
+            "local:node-a",
+            "nfs:node-a:pvc-1",
+            "local:node-a:../x",
+            "local:node-a:..",
+            "local:node/a:pvc",
+            "local::pvc",
+            "local:node-a:",
+            "local:node-a:a:b",
+            "local:node-a:~zz",
+            "local:node-a:~0123456789ABCDEF0123456789abcdef",
+            "local:node-a:pvc\0",
+        ] {
+            assert!(VolumeId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(VolumeId::parse(&format!("local:n:{}", "a".repeat(200))).is_err());
+    }
+}

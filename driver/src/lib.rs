@@ -1,0 +1,26 @@
+//! Cairn, a CSI driver for local and NFS volumes.
+//!
+//! Requests enter through the thin gRPC adapters ([`identity`],
+//! [`controller`], [`node`]), which validate them with the newtypes in
+//! [`ids`], [`paths`], [`capacity`] and [`capability`], then call a
+//! [`backend`]. Every mount syscall lives in [`mount`].
+
+pub mod backend;
+pub mod capability;
+pub mod capacity;
+pub mod cli;
+pub mod controller;
+pub mod driver;
+pub mod durable;
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod locks;
+pub mod mount;
+pub mod node;
+pub mod paths;
+pub mod rpc;
+pub mod server;
+pub mod signal;
+pub mod socket;
+pub mod topology;

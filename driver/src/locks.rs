@@ -1,0 +1,87 @@
+//! Per-key serialization: calls on the same volume wait for each other,
+//! calls on different volumes run in parallel. Entries live only while
+//! someone holds or waits for them, so the map never grows with history.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+#[derive(Debug, Default)]
+pub struct KeyedLocks {
+    // A std mutex: it is held only to look up or drop an entry, never across `.await`.
+    entries: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+}
+
+/// Held while working on one key; dropping it releases the key.
+pub struct KeyGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let entry = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries.entry(key.to_string()).or_default().clone()
+        };
+        let guard = entry.lock_owned().await;
+        KeyGuard {
+            locks: self,
+            key: key.to_string(),
+            guard: Some(guard),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut entries = self.locks.entries.lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.guard.take());
+        // Only the map still refers to the mutex: nobody holds or waits for it.
+        if entries
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            entries.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn same_key_waits_other_keys_do_not() {
+        let locks = Arc::new(KeyedLocks::default());
+        let a = locks.lock("a").await;
+        let _b = locks.lock("b").await;
+        let l2 = locks.clone();
+        let waiter = tokio::spawn(async move {
+            let _again = l2.lock("a").await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "second lock on 'a' did not wait");
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn entries_are_dropped_when_unused() {
+        let locks = KeyedLocks::default();
+        drop(locks.lock("x").await);
+        drop(locks.lock("y").await);
+        assert_eq!(locks.len(), 0);
+    }
+}

@@ -1,0 +1,261 @@
+//! Every mount syscall and mount-point check of the driver, and nowhere else.
+//!
+//! Binds are made with the new mount API: the source is cloned into a
+//! detached mount (`open_tree`), given its flags there (`mount_setattr`) and
+//! only then attached at the target (`move_mount`). A bind is therefore
+//! atomic: a crash leaves either no mount or one with its final flags, never
+//! a read-write window for a read-only publish. The target is opened with
+//! `O_NOFOLLOW`, so a symlink planted at the target cannot redirect a mount.
+//!
+//! Mount checks use `statx` of the path (and at most its parent): their cost
+//! does not grow with the number of mounts on the node.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags, StatxAttributes, StatxFlags, CWD};
+use rustix::mount::{MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
+
+/// Mount options a bind mount can honour, as `mount_setattr` attributes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindFlags {
+    set: u64,
+    clear: u64,
+}
+
+impl BindFlags {
+    /// Parses CSI `mount_flags` (StorageClass `mountOptions`). Options a bind
+    /// mount cannot apply are refused by name rather than silently ignored.
+    pub fn parse(options: &[String]) -> Result<Self, String> {
+        let mut flags = Self::default();
+        for option in options.iter().flat_map(|o| o.split(',')) {
+            let atime = |flags: &mut Self, value: MountAttrFlags| {
+                flags.clear |= MountAttrFlags::MOUNT_ATTR__ATIME.bits() as u64;
+                flags.set = (flags.set & !(MountAttrFlags::MOUNT_ATTR__ATIME.bits() as u64))
+                    | value.bits() as u64;
+            };
+            match option.trim() {
+                "" | "rw" | "defaults" | "bind" => {}
+                "ro" => flags.set |= MountAttrFlags::MOUNT_ATTR_RDONLY.bits() as u64,
+                "nosuid" => flags.set |= MountAttrFlags::MOUNT_ATTR_NOSUID.bits() as u64,
+                "nodev" => flags.set |= MountAttrFlags::MOUNT_ATTR_NODEV.bits() as u64,
+                "noexec" => flags.set |= MountAttrFlags::MOUNT_ATTR_NOEXEC.bits() as u64,
+                "nodiratime" => flags.set |= MountAttrFlags::MOUNT_ATTR_NODIRATIME.bits() as u64,
+                "noatime" => atime(&mut flags, MountAttrFlags::MOUNT_ATTR_NOATIME),
+                "relatime" => atime(&mut flags, MountAttrFlags::MOUNT_ATTR_RELATIME),
+                "strictatime" => atime(&mut flags, MountAttrFlags::MOUNT_ATTR_STRICTATIME),
+                other => {
+                    return Err(format!(
+                        "mount option {other:?} cannot be applied to a bind mount \
+                         (supported: ro, rw, nosuid, nodev, noexec, noatime, nodiratime, relatime, strictatime)"
+                    ))
+                }
+            }
+        }
+        Ok(flags)
+    }
+
+    /// The same flags, read-only.
+    pub fn read_only(mut self) -> Self {
+        self.set |= MountAttrFlags::MOUNT_ATTR_RDONLY.bits() as u64;
+        self
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.set & MountAttrFlags::MOUNT_ATTR_RDONLY.bits() as u64 != 0
+    }
+}
+
+/// What one `statx` tells about a path, without following a final symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathState {
+    pub dev: (u32, u32),
+    pub ino: u64,
+    pub is_dir: bool,
+    pub is_symlink: bool,
+    /// Whether the path is the root of a mount (something is mounted here).
+    pub is_mount_root: bool,
+}
+
+impl PathState {
+    /// Whether `self` and `other` are the same directory (a bind mount shows
+    /// its source's device and inode).
+    pub fn same_inode(&self, other: &PathState) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+fn statx(path: &Path) -> io::Result<rustix::fs::Statx> {
+    rustix::fs::statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::TYPE | StatxFlags::INO | StatxFlags::MNT_ID,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Inspects `path`; `Ok(None)` when nothing is there.
+pub fn inspect(path: &Path) -> io::Result<Option<PathState>> {
+    let st = match statx(path) {
+        Ok(st) => st,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let file_type = rustix::fs::FileType::from_raw_mode(st.stx_mode.into());
+    let is_mount_root = if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+    } else {
+        // Kernels before 5.8: a mount root sits on another mount than its parent.
+        match path.parent() {
+            Some(parent) => statx(parent)?.stx_mnt_id != st.stx_mnt_id,
+            None => true,
+        }
+    };
+    Ok(Some(PathState {
+        dev: (st.stx_dev_major, st.stx_dev_minor),
+        ino: st.stx_ino,
+        is_dir: file_type == rustix::fs::FileType::Directory,
+        is_symlink: file_type == rustix::fs::FileType::Symlink,
+        is_mount_root,
+    }))
+}
+
+/// Whether the mount at `path` is read-only.
+pub fn is_read_only(path: &Path) -> io::Result<bool> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+}
+
+/// Filesystem usage of whatever is mounted at `path`.
+pub fn usage(path: &Path) -> io::Result<rustix::fs::StatVfs> {
+    Ok(rustix::fs::statvfs(path)?)
+}
+
+/// Opens a directory as a handle that pins it and never follows a symlink.
+fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Bind-mounts the directory `source` at the directory `target`, with
+/// `flags` applied before the mount becomes visible.
+pub fn bind(source: &Path, target: &Path, flags: BindFlags) -> io::Result<()> {
+    let target_fd = open_dir_nofollow(target)?;
+    let tree = rustix::mount::open_tree(
+        CWD,
+        source,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    if flags != BindFlags::default() {
+        mount_setattr(tree.as_fd(), flags)?;
+    }
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        "",
+        target_fd.as_fd(),
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// `struct mount_attr` of linux/mount.h (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// rustix has no `mount_setattr` wrapper yet; this is the raw syscall.
+fn mount_setattr(fd: BorrowedFd<'_>, flags: BindFlags) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: flags.set,
+        attr_clr: flags.clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a valid NUL-terminated empty string, `attr` lives
+    // across the call and its size is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmounts everything mounted at `path` (stacked mounts included) without
+/// following a symlink there. Returns whether anything was unmounted.
+/// A busy mount is detached lazily: the kubelet has already stopped the
+/// containers, and a retry loop on EBUSY would never end.
+pub fn unmount_all(path: &Path) -> io::Result<bool> {
+    // Bounded: each round removes one mount; more than this is not ours.
+    const MAX_STACKED: usize = 16;
+    let mut unmounted = false;
+    for _ in 0..MAX_STACKED {
+        match inspect(path)? {
+            Some(state) if state.is_mount_root => {}
+            _ => return Ok(unmounted),
+        }
+        match rustix::mount::unmount(path, UnmountFlags::NOFOLLOW) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::BUSY) => {
+                rustix::mount::unmount(path, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)?
+            }
+            // Raced with another unmount: nothing mounted any more.
+            Err(rustix::io::Errno::INVAL) => return Ok(unmounted),
+            Err(e) => return Err(e.into()),
+        }
+        unmounted = true;
+    }
+    Err(io::Error::other(format!(
+        "more than {MAX_STACKED} mounts stacked at {}",
+        path.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[&str]) -> Result<BindFlags, String> {
+        BindFlags::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn bind_flags_parse() {
+        assert_eq!(opts(&[]).unwrap(), BindFlags::default());
+        assert!(opts(&["ro"]).unwrap().is_read_only());
+        assert!(!opts(&["rw", "noatime"]).unwrap().is_read_only());
+        assert!(opts(&["nosuid,nodev", "noexec"]).is_ok());
+        assert!(opts(&["uid=1000"]).unwrap_err().contains("uid=1000"));
+        assert!(opts(&["nfsvers=4.1"]).is_err());
+        assert!(BindFlags::default().read_only().is_read_only());
+    }
+
+    #[test]
+    fn inspect_missing_and_plain_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(inspect(&dir.path().join("nope")).unwrap(), None);
+        let state = inspect(dir.path()).unwrap().unwrap();
+        assert!(state.is_dir && !state.is_symlink && !state.is_mount_root);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        assert!(inspect(&link).unwrap().unwrap().is_symlink);
+    }
+}

@@ -1,0 +1,68 @@
+//! What every RPC handler shares: one log line per call, and running
+//! blocking storage work off the async runtime.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tonic::{Response, Status};
+
+use crate::error::{Error, Result};
+
+/// Longest id echoed into a log line; longer ones are refused anyway, and a
+/// hostile caller must not be able to flood the log.
+const MAX_LOGGED_ID: usize = 160;
+
+/// Runs one RPC and logs method, volume id, duration and gRPC code.
+/// Requests are never logged whole: they may carry secrets.
+pub async fn observe<T>(
+    method: &'static str,
+    volume: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = call.await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let volume = truncate(volume);
+    match &result {
+        Ok(_) => tracing::info!(method, volume, duration_ms, code = "OK", "rpc"),
+        Err(e) => {
+            let code = format!("{:?}", e.code());
+            if e.code() == tonic::Code::Internal {
+                tracing::error!(method, volume, duration_ms, code, error = %e, "rpc");
+            } else {
+                tracing::warn!(method, volume, duration_ms, code, error = %e, "rpc");
+            }
+        }
+    }
+    result.map(Response::new).map_err(Status::from)
+}
+
+fn truncate(id: &str) -> &str {
+    if id.len() <= MAX_LOGGED_ID {
+        return id;
+    }
+    let mut end = MAX_LOGGED_ID;
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
+}
+
+/// Runs blocking filesystem or mount work on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(Error::from)?
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        let long = "é".repeat(200);
+        assert!(super::truncate(&long).len() <= super::MAX_LOGGED_ID);
+        assert_eq!(super::truncate("short"), "short");
+    }
+}

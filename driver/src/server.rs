@@ -1,0 +1,128 @@
+//! Startup, serving and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cairn_proto::v1::controller_server::ControllerServer;
+use cairn_proto::v1::identity_server::IdentityServer;
+use cairn_proto::v1::node_server::NodeServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::backend::local::LocalBackend;
+use crate::cli::ServeArgs;
+use crate::controller::ControllerService;
+use crate::driver::{check_driver_name, Driver};
+use crate::identity::IdentityService;
+use crate::ids::NodeId;
+use crate::locks::KeyedLocks;
+use crate::node::NodeService;
+use crate::paths::KubeletDir;
+use crate::{signal, socket};
+
+/// Builds the driver from flags, failing with what to fix.
+pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
+    check_driver_name(&args.driver_name).map_err(anyhow::Error::msg)?;
+    let node = NodeId::parse(&args.node_id).context("--node-id")?;
+    if args.max_volumes_per_node < 0 {
+        bail!("--max-volumes-per-node must be 0 (no limit) or more");
+    }
+    let backend = LocalBackend::open(node.clone(), &args.local_root, args.default_volume_size)
+        .with_context(|| {
+            format!(
+                "--local-root {}: create the directory or point the flag at one",
+                args.local_root.display()
+            )
+        })?;
+    let kubelet = if args.mode.serves_node() {
+        Some(KubeletDir::open(&args.kubelet_dir).with_context(|| {
+            format!(
+                "--kubelet-dir {} is not an accessible directory",
+                args.kubelet_dir.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    Ok(Driver {
+        name: args.driver_name.clone(),
+        mode: args.mode,
+        node,
+        backend: Arc::new(backend),
+        kubelet,
+        max_volumes_per_node: args.max_volumes_per_node,
+        locks: KeyedLocks::default(),
+    })
+}
+
+/// Serves `driver` on `listener` until `shutdown` completes, then lets
+/// in-flight calls finish for at most `drain`.
+pub async fn serve(
+    driver: Arc<Driver>,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new calls accepted");
+        let _ = stopping_tx.send(());
+    };
+    let mut router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(IdentityService(driver.clone())));
+    if driver.mode.serves_controller() {
+        router = router.add_service(ControllerServer::new(ControllerService(driver.clone())));
+    }
+    if driver.mode.serves_node() {
+        router = router.add_service(NodeServer::new(NodeService(driver.clone())));
+    }
+    let server = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    tokio::pin!(server);
+    let deadline = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = &mut server => result.context("serving gRPC")?,
+        () = deadline => tracing::warn!(?drain, "in-flight calls did not finish in time; exiting anyway"),
+    }
+    Ok(())
+}
+
+/// The whole life of `cairn-csi serve`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let driver = Arc::new(build(&args)?);
+    let path = cairn_proto::endpoint::socket_path(&args.endpoint)
+        .map_err(|e| anyhow::anyhow!("--endpoint: {e}"))?;
+    let listener = socket::bind(&path)
+        .with_context(|| format!("--endpoint: cannot listen on {}", path.display()))?;
+    let listener = UnixListener::from_std(listener).context("registering the socket")?;
+    tracing::info!(
+        endpoint = %path.display(),
+        mode = ?args.mode,
+        node = %driver.node,
+        driver = %driver.name,
+        version = env!("CARGO_PKG_VERSION"),
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "serving"
+    );
+    let result = serve(
+        driver,
+        listener,
+        signal::terminated(),
+        Duration::from_secs(args.shutdown_timeout),
+    )
+    .await;
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(error = %e, path = %path.display(), "could not remove the socket");
+    }
+    tracing::info!("stopped");
+    result
+}
