@@ -2,7 +2,10 @@
 //! blocking storage work off the async runtime.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+use tokio::sync::Notify;
 
 use tonic::{Response, Status};
 
@@ -12,6 +15,39 @@ use crate::error::{Error, Result};
 /// hostile caller must not be able to flood the log.
 const MAX_LOGGED_ID: usize = 160;
 
+/// Calls being served right now, so shutdown can wait for exactly those
+/// (an idle kubelet connection must not hold it up).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static ALL_FINISHED: Notify = Notify::const_new();
+
+struct InFlightGuard;
+
+impl InFlightGuard {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if IN_FLIGHT.fetch_sub(1, Ordering::SeqCst) == 1 {
+            ALL_FINISHED.notify_waiters();
+        }
+    }
+}
+
+/// Completes once no call is being served.
+pub async fn all_finished() {
+    loop {
+        let notified = ALL_FINISHED.notified();
+        if IN_FLIGHT.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// Runs one RPC and logs method, volume id, duration and gRPC code.
 /// Requests are never logged whole: they may carry secrets.
 pub async fn observe<T>(
@@ -19,6 +55,7 @@ pub async fn observe<T>(
     volume: &str,
     call: impl Future<Output = Result<T>>,
 ) -> Result<Response<T>, Status> {
+    let _in_flight = InFlightGuard::enter();
     let started = Instant::now();
     let result = call.await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -20,7 +20,7 @@ use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
 use crate::node::NodeService;
 use crate::paths::KubeletDir;
-use crate::{signal, socket};
+use crate::{rpc, signal, socket};
 
 /// Builds the driver from flags, failing with what to fix.
 pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
@@ -58,7 +58,8 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
 }
 
 /// Serves `driver` on `listener` until `shutdown` completes, then lets
-/// in-flight calls finish for at most `drain`.
+/// in-flight calls finish for at most `drain`. Idle connections (the
+/// kubelet keeps one open) do not delay the exit.
 pub async fn serve(
     driver: Arc<Driver>,
     listener: UnixListener,
@@ -81,16 +82,20 @@ pub async fn serve(
     }
     let server = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
     tokio::pin!(server);
-    let deadline = async {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
+    let drained = async {
+        if stopping_rx.await.is_err() {
+            return std::future::pending::<()>().await;
+        }
+        tokio::select! {
+            () = rpc::all_finished() => tracing::info!("in-flight calls finished"),
+            () = tokio::time::sleep(drain) => {
+                tracing::warn!(?drain, "in-flight calls did not finish in time; exiting anyway")
+            }
         }
     };
     tokio::select! {
         result = &mut server => result.context("serving gRPC")?,
-        () = deadline => tracing::warn!(?drain, "in-flight calls did not finish in time; exiting anyway"),
+        () = drained => {}
     }
     Ok(())
 }

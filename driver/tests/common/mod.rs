@@ -1,0 +1,336 @@
+//! Test harness: starts the real `cairn-csi` binary on a throwaway socket,
+//! under a throwaway kubelet dir and local root, and talks to it with the
+//! generated tonic clients. Dropping it stops the driver by pid, unmounts
+//! whatever is still mounted under its directory and removes it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_proto::v1::controller_client::ControllerClient;
+use cairn_proto::v1::identity_client::IdentityClient;
+use cairn_proto::v1::node_client::NodeClient;
+use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use cairn_proto::v1::*;
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+pub const DRIVER_NAME: &str = "cairn.csi.io";
+pub const NODE: &str = "node-a";
+
+/// Skips a test that needs root, loudly; under CI=true it must run.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !rustix::process::geteuid().is_root() {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI=true: this test needs root");
+            }
+            eprintln!("SKIPPED: needs root (mounts)");
+            return;
+        }
+    };
+}
+
+pub struct TestDriver {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub kubelet: PathBuf,
+    pub log: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl TestDriver {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-test-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("root");
+        let kubelet = dir.path().join("kubelet");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&kubelet).unwrap();
+        let mut driver = Self {
+            child: None,
+            socket: dir.path().join("csi.sock"),
+            log: dir.path().join("driver.log"),
+            root,
+            kubelet,
+            dir,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        driver.spawn();
+        driver
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn-csi"));
+        cmd.arg("serve")
+            .arg("--endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .arg("--node-id")
+            .arg(NODE)
+            .arg("--local-root")
+            .arg(&self.root)
+            .arg("--kubelet-dir")
+            .arg(&self.kubelet)
+            .args(&self.extra_args)
+            .env_remove("NODE_ID")
+            .env_remove("CSI_ENDPOINT");
+        cmd
+    }
+
+    /// Starts the driver and waits until its socket accepts connections.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start cairn-csi");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("cairn-csi exited early ({status}): {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "socket never came up: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(rustix::process::Signal::TERM);
+        self.wait()
+    }
+
+    /// SIGKILL and wait: a crash.
+    pub fn kill9(&mut self) {
+        self.signal(rustix::process::Signal::KILL);
+        self.wait();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "driver did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        cairn_proto::endpoint::connect_path(&self.socket)
+            .await
+            .expect("connect")
+    }
+
+    pub async fn identity(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.channel().await)
+    }
+
+    pub async fn controller(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.channel().await)
+    }
+
+    pub async fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.channel().await)
+    }
+
+    /// The kubelet's staging path for a volume handle; the kubelet creates it.
+    pub fn staging_path(&self, volume_id: &str) -> PathBuf {
+        let digest = Sha256::digest(volume_id.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self
+            .kubelet
+            .join("plugins/kubernetes.io/csi")
+            .join(DRIVER_NAME)
+            .join(hex)
+            .join("globalmount");
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    /// The kubelet's target path for a pod; the kubelet creates the parent,
+    /// the driver creates `mount`.
+    pub fn target_path(&self, pod_uid: &str, pv: &str) -> PathBuf {
+        let parent = self
+            .kubelet
+            .join("pods")
+            .join(pod_uid)
+            .join("volumes/kubernetes.io~csi")
+            .join(pv);
+        std::fs::create_dir_all(&parent).unwrap();
+        parent.join("mount")
+    }
+
+    /// Where a local volume's data lives on disk.
+    pub fn data_dir(&self, key: &str) -> PathBuf {
+        self.root.join("volumes").join(key).join("data")
+    }
+}
+
+impl Drop for TestDriver {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        unmount_below(self.dir.path());
+    }
+}
+
+/// Unmounts every mount point below `dir`, deepest first. Tests may read the
+/// whole mount table; the driver may not.
+pub fn unmount_below(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<String> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = rustix::mount::unmount(
+            point.as_str(),
+            rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW,
+        );
+    }
+}
+
+/// How many mounts exist at or below `dir` (for leak checks).
+pub fn mounts_below(dir: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .count()
+}
+
+pub fn mount_capability(mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+pub fn rwo() -> VolumeCapability {
+    mount_capability(Mode::SingleNodeWriter)
+}
+
+/// A CreateVolume request as external-provisioner sends it.
+pub fn create_request(name: &str, bytes: i64) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![rwo()],
+        parameters: [
+            ("csi.storage.k8s.io/pvc/name", "data"),
+            ("csi.storage.k8s.io/pvc/namespace", "default"),
+            ("csi.storage.k8s.io/pv/name", name),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn stage_request(volume_id: &str, staging: &Path) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(rwo()),
+        ..Default::default()
+    }
+}
+
+pub fn publish_request(
+    volume_id: &str,
+    staging: &Path,
+    target: &Path,
+    readonly: bool,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(rwo()),
+        readonly,
+        volume_context: [("csi.storage.k8s.io/pod.name", "web-0")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn unpublish_request(volume_id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: volume_id.into(),
+        target_path: target.display().to_string(),
+    }
+}
+
+pub fn unstage_request(volume_id: &str, staging: &Path) -> NodeUnstageVolumeRequest {
+    NodeUnstageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+    }
+}
+
+/// Asserts a call failed with `code`.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code) {
+    match result {
+        Ok(v) => panic!("expected {code:?}, got success: {v:?}"),
+        Err(status) => assert_eq!(status.code(), code, "message: {}", status.message()),
+    }
+}

@@ -1,0 +1,208 @@
+//! The process: identity, socket handling, modes, signals, logging.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::process::Stdio;
+
+use cairn_proto::v1::plugin_capability::service::Type as ServiceType;
+use cairn_proto::v1::*;
+use common::*;
+use tonic::Code;
+
+fn services(caps: &GetPluginCapabilitiesResponse) -> Vec<i32> {
+    caps.capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(plugin_capability::Type::Service(s)) => Some(s.r#type),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn identity_reports_name_version_capabilities_and_readiness() {
+    let driver = TestDriver::start();
+    let mut identity = driver.identity().await;
+    let info = identity
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, DRIVER_NAME);
+    assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
+    let caps = identity
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let services = services(&caps);
+    assert!(services.contains(&(ServiceType::ControllerService as i32)));
+    assert!(services.contains(&(ServiceType::VolumeAccessibilityConstraints as i32)));
+    let probe = identity.probe(ProbeRequest {}).await.unwrap().into_inner();
+    assert_eq!(probe.ready, Some(true));
+
+    // The local root becomes unusable: Probe says not ready instead of failing.
+    std::fs::rename(driver.root.join("volumes"), driver.root.join("moved")).unwrap();
+    let probe = identity.probe(ProbeRequest {}).await.unwrap().into_inner();
+    assert_eq!(probe.ready, Some(false));
+    std::fs::rename(driver.root.join("moved"), driver.root.join("volumes")).unwrap();
+
+    let mut node = driver.node().await;
+    let info = node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, NODE);
+    assert_eq!(
+        info.accessible_topology.unwrap().segments["topology.cairn.csi.io/node"],
+        NODE
+    );
+    let caps = node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(caps.capabilities.len(), 4);
+}
+
+#[tokio::test]
+async fn node_mode_serves_no_controller() {
+    let driver = TestDriver::start_with(&["--mode", "node"]);
+    let caps = driver
+        .identity()
+        .await
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!services(&caps).contains(&(ServiceType::ControllerService as i32)));
+    assert_code(
+        driver
+            .controller()
+            .await
+            .create_volume(create_request("pvc-x", 1 << 20))
+            .await,
+        Code::Unimplemented,
+    );
+}
+
+#[tokio::test]
+async fn socket_is_0660_and_sigterm_removes_it_and_exits_zero() {
+    let mut driver = TestDriver::start();
+    let meta = std::fs::symlink_metadata(&driver.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    // The kubelet keeps an idle connection open; it must not delay the exit.
+    let idle = driver.identity().await;
+    let asked = std::time::Instant::now();
+    let status = driver.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "an idle connection held shutdown for {:?}",
+        asked.elapsed()
+    );
+    drop(idle);
+    assert!(!driver.socket.exists());
+    // No TCP listener: the driver only ever opened the unix socket.
+    assert!(driver.log_text().contains("serving"));
+}
+
+#[tokio::test]
+async fn stale_socket_is_replaced_other_files_are_not() {
+    let mut driver = TestDriver::start();
+    driver.kill9();
+    assert!(driver.socket.exists(), "a crash leaves the socket behind");
+    driver.spawn();
+    let info = driver.identity().await.probe(ProbeRequest {}).await;
+    assert!(info.is_ok());
+    driver.stop();
+
+    std::fs::write(&driver.socket, b"not a socket").unwrap();
+    let out = driver.command().stderr(Stdio::piped()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a socket"), "{stderr}");
+    assert_eq!(std::fs::read(&driver.socket).unwrap(), b"not a socket");
+}
+
+#[tokio::test]
+async fn startup_errors_say_what_to_fix() {
+    let driver = TestDriver::start();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--local-root", "/nonexistent/cairn"], "--local-root"),
+        (&["--driver-name", "Not_A_Domain"], "driver name"),
+        (&["--node-id", "bad/node"], "--node-id"),
+    ];
+    for (args, expect) in cases {
+        let out = driver
+            .command()
+            .args(args)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+    let version = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-csi"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn every_rpc_logs_one_line_and_never_secrets() {
+    let mut driver = TestDriver::start_with(&["--log-format", "json"]);
+    let mut c = driver.controller().await;
+    let mut req = create_request("pvc-logged", 1 << 20);
+    req.secrets
+        .insert("password".into(), "hunter2-secret".into());
+    let id = c
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    assert_code(
+        c.delete_volume(DeleteVolumeRequest {
+            volume_id: "garbage".into(),
+            secrets: [("token".to_string(), "hunter2-secret".to_string())].into(),
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    driver.stop();
+    let log = driver.log_text();
+    assert!(!log.contains("hunter2"), "secret leaked: {log}");
+    let rpc_lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["message"] == "rpc")
+        .collect();
+    let create = rpc_lines
+        .iter()
+        .find(|v| v["method"] == "CreateVolume")
+        .expect("CreateVolume logged");
+    assert_eq!(create["volume"], "pvc-logged");
+    assert_eq!(create["code"], "OK");
+    assert!(create["duration_ms"].as_f64().is_some());
+    let delete = rpc_lines
+        .iter()
+        .find(|v| v["method"] == "DeleteVolume")
+        .expect("DeleteVolume logged");
+    assert_eq!(delete["code"], "InvalidArgument");
+    assert_eq!(
+        rpc_lines
+            .iter()
+            .filter(|v| v["method"] == "CreateVolume")
+            .count(),
+        1
+    );
+    let _ = id;
+}
