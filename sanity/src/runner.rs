@@ -94,7 +94,7 @@ pub async fn run(config: Config) -> Result<Report, RunError> {
     Ok(report)
 }
 
-async fn connect(endpoint: &str) -> Result<tonic::transport::Channel, RunError> {
+pub(crate) async fn connect(endpoint: &str) -> Result<tonic::transport::Channel, RunError> {
     endpoint::connect(endpoint)
         .await
         .map_err(|source| RunError::Connect {
@@ -112,7 +112,7 @@ fn make_dir(path: &Path) -> Result<(), RunError> {
 
 /// Short and unique enough that two runs against one driver never share a
 /// volume name.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -125,7 +125,7 @@ fn run_id() -> String {
 
 /// Asks the three services what they offer. Failures are kept as problems:
 /// the identity and capability cases turn them into case failures.
-async fn discover(clients: &Clients) -> Capabilities {
+pub(crate) async fn discover(clients: &Clients) -> Capabilities {
     let mut caps = Capabilities::default();
     let mut identity = clients.identity.clone();
     match timed(identity.get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})).await {
