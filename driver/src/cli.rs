@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the CSI Identity, Controller and Node services on a unix socket.
     Serve(ServeArgs),
+    /// Speak CSI to an endpoint (any driver's), for debugging on a node.
+    Client(crate::client::ClientArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,6 +74,10 @@ pub struct ServeArgs {
     /// Seconds to let in-flight calls finish after SIGTERM before exiting.
     #[arg(long, env = "CAIRN_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
+
+    /// Address for the HTTP /healthz and /metrics listener, e.g. 127.0.0.1:9809 (off when unset).
+    #[arg(long, env = "CAIRN_HEALTH_ADDRESS")]
+    pub health_address: Option<std::net::SocketAddr>,
 
     /// Most threads doing filesystem and mount work at once.
     #[arg(long, env = "CAIRN_IO_THREADS", default_value_t = 8)]

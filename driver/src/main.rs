@@ -17,8 +17,28 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Client(args) => client(args),
+    }
+}
+
+fn client(args: cairn_csi::client::ClientArgs) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(cairn_csi::client::run(args)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: cairn_csi::cli::ServeArgs) -> std::process::ExitCode {
     init_logging(args.log_format);
     // One node runs one copy: a single async thread plus a small, bounded
     // pool for blocking filesystem and mount work keeps memory low.

@@ -229,6 +229,42 @@ pub fn unmount_all(path: &Path) -> io::Result<bool> {
     )))
 }
 
+/// Volume mounts held on the node, by where they are mounted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MountCounts {
+    pub staging: usize,
+    pub publish: usize,
+}
+
+/// Counts mounts of volume directories (mount root `.../volumes/<key>/data`
+/// on device `dev`) under the kubelet dir. This reads the whole mount
+/// table: it serves `/metrics` scrapes only, never an RPC.
+pub fn count_volume_mounts(dev: (u32, u32), kubelet: &Path) -> io::Result<MountCounts> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let device = format!("{}:{}", dev.0, dev.1);
+    let staging_dir = kubelet.join("plugins");
+    let mut counts = MountCounts::default();
+    for line in table.lines() {
+        let mut fields = line.split(' ').skip(2);
+        let (Some(line_dev), Some(root), Some(point)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let is_volume = line_dev == device && root.ends_with("/data") && root.contains("/volumes/");
+        let point = Path::new(point);
+        if !is_volume || !point.starts_with(kubelet) {
+            continue;
+        }
+        if point.starts_with(&staging_dir) {
+            counts.staging += 1;
+        } else {
+            counts.publish += 1;
+        }
+    }
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,12 +58,17 @@ pub async fn observe<T>(
     let _in_flight = InFlightGuard::enter();
     let started = Instant::now();
     let result = call.await;
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let duration_ms = elapsed * 1000.0;
     let volume = truncate(volume);
+    let code = result
+        .as_ref()
+        .map_or_else(|e| e.code(), |_| tonic::Code::Ok);
+    crate::metrics::global().observe_rpc(method, code, elapsed);
     match &result {
         Ok(_) => tracing::info!(method, volume, duration_ms, code = "OK", "rpc"),
         Err(e) => {
-            let code = format!("{:?}", e.code());
+            let code = code_name(e.code());
             if e.code() == tonic::Code::Internal {
                 tracing::error!(method, volume, duration_ms, code, error = %e, "rpc");
             } else {
@@ -72,6 +77,30 @@ pub async fn observe<T>(
         }
     }
     result.map(Response::new).map_err(Status::from)
+}
+
+/// gRPC code names as grpc-go and its Prometheus exporters spell them.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
 }
 
 fn truncate(id: &str) -> &str {

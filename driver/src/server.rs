@@ -20,7 +20,7 @@ use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
 use crate::node::NodeService;
 use crate::paths::KubeletDir;
-use crate::{rpc, signal, socket};
+use crate::{health, rpc, signal, socket};
 
 /// Builds the driver from flags, failing with what to fix.
 pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
@@ -109,6 +109,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = socket::bind(&path)
         .with_context(|| format!("--endpoint: cannot listen on {}", path.display()))?;
     let listener = UnixListener::from_std(listener).context("registering the socket")?;
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health = match args.health_address {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("--health-address: cannot listen on {address}"))?;
+            tracing::info!(%address, "serving /healthz and /metrics");
+            let stopped = async {
+                let _ = health_stopped.await;
+            };
+            Some(tokio::spawn(health::serve(
+                listener,
+                driver.clone(),
+                stopped,
+            )))
+        }
+        None => None,
+    };
     tracing::info!(
         endpoint = %path.display(),
         mode = ?args.mode,
@@ -125,6 +143,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_timeout),
     )
     .await;
+    let _ = stop_health.send(());
+    if let Some(health) = health {
+        match health.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "health listener failed"),
+            Err(e) => tracing::warn!(error = %e, "health listener task failed"),
+        }
+    }
     if let Err(e) = std::fs::remove_file(&path) {
         tracing::warn!(error = %e, path = %path.display(), "could not remove the socket");
     }

@@ -21,6 +21,7 @@ use super::{Backend, Health, NewVolume, Page, Volume};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, VolumeId, VolumeKey};
+use crate::mount::MountCounts;
 
 const META_FILE: &str = "meta.json";
 const DATA_DIR: &str = "data";
@@ -329,6 +330,24 @@ impl Backend for LocalBackend {
             Ok(_) => Health::Ok,
             Err(e) => Health::Abnormal(format!("backing directory unusable: {e}")),
         }
+    }
+
+    fn count(&self) -> Result<usize> {
+        let dir = self.volumes_dir();
+        Ok(std::fs::read_dir(&dir)
+            .map_err(Error::io("read", &dir))?
+            .filter(|e| e.is_ok())
+            .count())
+    }
+
+    fn count_mounts(&self, kubelet: &Path) -> Result<MountCounts> {
+        let dir = self.volumes_dir();
+        let dev = crate::mount::inspect(&dir)
+            .map_err(Error::io("inspect", &dir))?
+            .ok_or_else(|| Error::NotFound(format!("{} is gone", dir.display())))?
+            .dev;
+        crate::mount::count_volume_mounts(dev, kubelet)
+            .map_err(Error::io("read", "/proc/self/mountinfo"))
     }
 }
 

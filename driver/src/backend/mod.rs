@@ -5,11 +5,12 @@
 pub mod local;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::capacity::Range;
 use crate::error::Result;
 use crate::ids::{VolumeId, VolumeKey, VolumeName};
+use crate::mount::MountCounts;
 
 /// A CreateVolume request after validation.
 #[derive(Debug, Clone)]
@@ -63,4 +64,8 @@ pub trait Backend: Send + Sync + 'static {
     /// The directory NodeStageVolume binds at the staging path.
     fn data_dir(&self, id: &VolumeId) -> Result<PathBuf>;
     fn health(&self, id: &VolumeId) -> Health;
+    /// How many volumes exist (for metrics; reads one directory).
+    fn count(&self) -> Result<usize>;
+    /// This backend's volume mounts under the kubelet dir (for metrics).
+    fn count_mounts(&self, kubelet: &Path) -> Result<MountCounts>;
 }
