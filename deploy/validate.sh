@@ -86,6 +86,6 @@ fi
 versions=()
 for v in $KUBE_VERSIONS; do versions+=(--kube-version "$v"); done
 rc=0
-"$venv/bin/python" "$here/hack/check_manifests.py" \
+PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" "$here/hack/check_manifests.py" \
   --cairn-help "$work/cairn-help.txt" "${versions[@]}" "${examples[@]}" "${rendered[@]}" || rc=$?
 exit "$rc"
