@@ -208,3 +208,30 @@ async fn run_case(shared: &Arc<Shared>, index: usize, case: &Case) -> CaseReport
         duration: started.elapsed(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn run_can_be_spawned() {
+        // Driver tests may tokio::spawn the suite beside their server.
+        let fut = run(Config::new("unix:///nonexistent.sock"));
+        assert_send(&fut);
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoint_is_a_setup_error() {
+        let missing = std::env::temp_dir().join("cairn-sanity-no-such.sock");
+        let err = run(Config::new(missing.display().to_string())).await.err();
+        assert!(matches!(err, Some(RunError::Connect { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn run_ids_are_short_hex() {
+        let id = run_id();
+        assert!(!id.is_empty() && id.len() <= 6 && id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

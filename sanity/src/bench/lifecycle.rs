@@ -106,6 +106,7 @@ impl Driver {
             let staging = parent.join("globalmount");
             make_dir(&staging)?;
             up.dirs.push(parent);
+            up.dirs.push(staging.clone());
             measured!(
                 self,
                 "NodeStageVolume",
@@ -122,6 +123,8 @@ impl Driver {
         let parent = self.target_base.join(volume_dir(&up.volume_id));
         make_dir(&parent)?;
         up.dirs.push(parent.clone());
+        // The driver removes `mount` itself; this only catches leftovers.
+        up.dirs.push(parent.join("mount"));
         let target = parent.join("mount").display().to_string();
         measured!(
             self,
@@ -157,8 +160,9 @@ impl Driver {
         .map(drop)
     }
 
-    /// Unpublish, unstage, delete, remove dirs; returns whether all of it
-    /// worked (steps after a failure still run, to leave nothing behind).
+    /// Unpublish, unstage, delete, remove dirs (deepest first); returns
+    /// whether all of it worked (steps after a failure still run, to leave
+    /// nothing behind).
     pub async fn tear_down(&self, up: Published) -> bool {
         let mut node = self.clients.node.clone();
         let mut controller = self.clients.controller.clone();
@@ -197,7 +201,7 @@ impl Driver {
             .is_ok();
         }
         for dir in up.dirs.iter().rev() {
-            ok &= crate::cleanup::remove_dir(dir).is_ok();
+            ok &= remove_empty_dir(dir);
         }
         ok
     }
@@ -229,6 +233,16 @@ fn volume_dir(volume_id: &str) -> String {
             }
         })
         .collect()
+}
+
+/// rmdir, as the kubelet does: it refuses non-empty dirs and mount points,
+/// so it can never delete a volume's data, and it costs one syscall (unlike
+/// scanning the mount table, which would grow with K and skew the timing).
+fn remove_empty_dir(path: &Path) -> bool {
+    match std::fs::remove_dir(path) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 fn make_dir(path: &Path) -> Result<(), Status> {
