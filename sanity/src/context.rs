@@ -25,10 +25,14 @@ use crate::report::Exchange;
 /// How long one RPC may take before the suite gives up on it.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The three gRPC clients. Controller may be on its own endpoint.
+/// The gRPC clients. Controller may be on its own endpoint, which then
+/// serves its own Identity too.
 #[derive(Clone)]
 pub struct Clients {
     pub identity: IdentityClient<Channel>,
+    /// Identity on the controller endpoint (the same as `identity` when
+    /// there is one endpoint).
+    pub controller_identity: IdentityClient<Channel>,
     pub controller: ControllerClient<Channel>,
     pub node: NodeClient<Channel>,
 }
@@ -37,6 +41,7 @@ impl Clients {
     pub fn new(main: Channel, controller: Channel) -> Self {
         Self {
             identity: IdentityClient::new(main.clone()),
+            controller_identity: IdentityClient::new(controller.clone()),
             controller: ControllerClient::new(controller),
             node: NodeClient::new(main),
         }
@@ -151,6 +156,37 @@ rpcs! {
 }
 
 impl Ctx {
+    /// Whether Controller is served on an endpoint of its own.
+    pub fn split_endpoints(&self) -> bool {
+        self.config()
+            .controller_endpoint
+            .as_ref()
+            .is_some_and(|c| *c != self.config().endpoint)
+    }
+
+    /// GetPluginInfo on the controller endpoint, recorded like other calls.
+    pub async fn controller_plugin_info(&self) -> Result<v1::GetPluginInfoResponse, Status> {
+        let mut client = self.shared.clients.controller_identity.clone();
+        let result = match tokio::time::timeout(
+            RPC_TIMEOUT,
+            client.get_plugin_info(v1::GetPluginInfoRequest {}),
+        )
+        .await
+        {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("cairn-sanity: no answer")),
+        };
+        *lock(&self.case.last) = Some(Exchange {
+            rpc: "GetPluginInfo (controller endpoint)".to_string(),
+            request: "GetPluginInfoRequest".to_string(),
+            response: match &result {
+                Ok(resp) => format!("0 OK {resp:#?}"),
+                Err(status) => describe(status),
+            },
+        });
+        result
+    }
+
     pub fn new(shared: Arc<Shared>, index: usize, name: &str) -> Self {
         Self {
             shared,

@@ -127,12 +127,30 @@ pub(crate) fn run_id() -> String {
 /// the identity and capability cases turn them into case failures.
 pub(crate) async fn discover(clients: &Clients) -> Capabilities {
     let mut caps = Capabilities::default();
-    let mut identity = clients.identity.clone();
-    match timed(identity.get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})).await {
-        Ok(resp) => (caps.plugin, caps.expansion) = caps::plugin_caps(&resp.capabilities),
-        Err(status) => caps
-            .problems
-            .push(format!("GetPluginCapabilities: {}", describe(&status))),
+    // With a separate controller endpoint each plugin reports its own
+    // services; the run sees their union.
+    for mut identity in [
+        clients.identity.clone(),
+        clients.controller_identity.clone(),
+    ] {
+        match timed(identity.get_plugin_capabilities(v1::GetPluginCapabilitiesRequest {})).await {
+            Ok(resp) => {
+                let (services, expansion) = caps::plugin_caps(&resp.capabilities);
+                for s in services {
+                    if !caps.plugin.contains(&s) {
+                        caps.plugin.push(s);
+                    }
+                }
+                for e in expansion {
+                    if !caps.expansion.contains(&e) {
+                        caps.expansion.push(e);
+                    }
+                }
+            }
+            Err(status) => caps
+                .problems
+                .push(format!("GetPluginCapabilities: {}", describe(&status))),
+        }
     }
     if caps.has_plugin(PluginService::ControllerService) {
         let mut controller = clients.controller.clone();

@@ -10,6 +10,7 @@ pub fn cases() -> Vec<Case> {
         case!("GetPluginInfo/name-format", "GetPluginInfo: name MUST be 63 characters or less, begin and end alphanumeric, with dashes, dots and alphanumerics between", name_format),
         case!("GetPluginInfo/vendor-version-present", "GetPluginInfo: vendor_version is REQUIRED", vendor_version_present),
         case!("GetPluginInfo/stable", "GetPluginInfo: the name identifies the plugin, so repeated calls return the same name and version", info_stable),
+        case!("GetPluginInfo/same-name-on-controller-endpoint", "GetPluginInfo: a plugin split over a node and a controller endpoint serves Identity on both, under one name", same_name_both_endpoints),
         case!("GetPluginCapabilities/ok", "GetPluginCapabilities: a Plugin MUST implement this RPC", plugin_caps_ok),
         case!("GetPluginCapabilities/controller-service-answers", "GetPluginCapabilities: CONTROLLER_SERVICE means the plugin provides the Controller service, which MUST implement ControllerGetCapabilities", controller_answers),
         case!("GetPluginCapabilities/no-unknown", "GetPluginCapabilities: every capability names a defined service type (UNKNOWN is the unset value, not a capability)", no_unknown_plugin_caps),
@@ -80,6 +81,24 @@ async fn info_stable(cx: Ctx) -> CaseResult {
         first.vendor_version,
         second.name,
         second.vendor_version
+    );
+    Ok(())
+}
+
+async fn same_name_both_endpoints(cx: Ctx) -> CaseResult {
+    if !cx.split_endpoints() {
+        return Err(Stop::Skip("one endpoint serves every service".into()));
+    }
+    let node_side = info(&cx).await?;
+    let controller_side = check::ok(
+        cx.controller_plugin_info().await,
+        "GetPluginInfo on the controller endpoint",
+    )?;
+    ensure!(
+        node_side.name == controller_side.name,
+        "endpoint says {:?}, controller endpoint says {:?}",
+        node_side.name,
+        controller_side.name
     );
     Ok(())
 }
