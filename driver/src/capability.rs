@@ -28,8 +28,11 @@ pub fn check_one_well_formed(cap: &VolumeCapability, field: &str) -> Result<(), 
     }
     let mode = cap.access_mode.as_ref().map(|m| m.mode());
     match mode {
-        None | Some(Mode::Unknown) => Err(Error::InvalidArgument(format!(
+        None => Err(Error::InvalidArgument(format!(
             "{field}: access_mode is required"
+        ))),
+        Some(Mode::Unknown) => Err(Error::InvalidArgument(format!(
+            "{field}: access_mode UNKNOWN is not an access mode"
         ))),
         Some(_) => Ok(()),
     }

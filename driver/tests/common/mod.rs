@@ -77,13 +77,15 @@ impl TestDriver {
             .arg(format!("unix://{}", self.socket.display()))
             .arg("--node-id")
             .arg(NODE)
-            .arg("--local-root")
-            .arg(&self.root)
             .arg("--kubelet-dir")
             .arg(&self.kubelet)
             .args(&self.extra_args)
             .env_remove("NODE_ID")
             .env_remove("CSI_ENDPOINT");
+        // A test may point the driver at another driver's root instead.
+        if !self.extra_args.iter().any(|a| a == "--local-root") {
+            cmd.arg("--local-root").arg(&self.root);
+        }
         cmd
     }
 
