@@ -1,0 +1,28 @@
+//! Test harness for Cairn's NFS backend.
+//!
+//! The controller speaks NFS from userspace and the node mounts with the kernel, so the tests need
+//! two kinds of NFS server that this machine (and CI) can run without touching the network:
+//!
+//! - [`Ganesha`]: nfs-ganesha serving NFSv4 on 127.0.0.1 only (no rpcbind needed), and
+//!   [`NetnsGanesha`]: rpcbind + nfs-ganesha serving NFSv3 and v4 inside a fresh network namespace
+//!   whose only interface is `lo` (rpcbind can't be kept on loopback in the host's namespace).
+//! - [`Guest`]: a QEMU (TCG) guest running Debian's stock kernel, which has the NFS client and knfsd
+//!   the host kernel lacks, with the host's `/` shared read-only, so host-built binaries run inside.
+//!
+//! Everything these types start is stopped by pid and cleaned up on drop, also when a test panics.
+//! [`skip`] decides whether a test may run here: missing packages skip loudly on a laptop and fail
+//! when `CI` is set.
+
+pub mod error;
+pub mod ganesha;
+pub mod guest;
+pub mod netns;
+pub mod process;
+pub mod skip;
+pub mod sockets;
+
+pub use error::{Error, Result};
+pub use ganesha::{Ganesha, NetnsGanesha};
+pub use guest::{Guest, GuestOptions, GuestOutput};
+pub use netns::Netns;
+pub use skip::{require_guest, require_nfs_lab};
