@@ -62,6 +62,8 @@ struct Files {
     log: PathBuf,
     output: PathBuf,
     pid: PathBuf,
+    /// Bind-mounted over `/run` for the daemons (see [`with_private_run`]).
+    run: PathBuf,
 }
 
 impl Files {
@@ -78,9 +80,10 @@ impl Files {
             log: p.join("ganesha.log"),
             output: p.join("ganesha.out"),
             pid: p.join("ganesha.pid"),
+            run: p.join("run"),
             dir,
         };
-        for d in [&files.export, &files.recovery] {
+        for d in [&files.export, &files.recovery, &files.run, &files.run.join("rpcbind")] {
             fs::create_dir(d).map_err(io_err(format!("mkdir {}", d.display())))?;
         }
         Ok(files)
@@ -141,6 +144,19 @@ fn wait_ready(
     }
 }
 
+/// Completes `base` (a command that runs `sh` in a new mount namespace: `unshare --mount ...` or
+/// `ip netns exec`) so that `program` runs with `run_dir` bind-mounted over `/run`. ganesha and
+/// rpcbind keep files there (`/run/ganesha`, `/run/rpcbind.sock`, rpcbind's lock): this keeps them
+/// out of the host's `/run` and apart from other instances, while rpcbind and ganesha in one
+/// namespace share the directory and so find each other's socket. Both `sh` and the wrappers exec,
+/// so the child's pid is the daemon's.
+fn with_private_run(mut base: Command, run_dir: &Path, program: &Path) -> Command {
+    base.args(["-c", r#"mount --bind "$0" /run && exec "$@""#])
+        .arg(run_dir)
+        .arg(program);
+    base
+}
+
 fn accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
@@ -172,6 +188,8 @@ impl Ganesha {
     pub fn start() -> Result<Ganesha> {
         let ganesha = find_program("ganesha.nfsd")
             .ok_or_else(|| Error::Missing("ganesha.nfsd (package nfs-ganesha)".into()))?;
+        let unshare = find_program("unshare")
+            .ok_or_else(|| Error::Missing("unshare (package util-linux)".into()))?;
         let plugins = plugins_dir()?;
         let mut last_error = None;
         // A port can be taken between our probe and ganesha's bind: try a few.
@@ -189,9 +207,11 @@ impl Ganesha {
                 pseudo: PSEUDO_PATH,
                 recovery: &files.recovery,
             })?;
+            let mut unshare = Command::new(&unshare);
+            unshare.args(["--mount", "--propagation", "slave", "sh"]);
             let mut daemon = Daemon::spawn(
                 "ganesha.nfsd",
-                Command::new(&ganesha).args(files.ganesha_args()),
+                with_private_run(unshare, &files.run, &ganesha).args(files.ganesha_args()),
                 &files.output,
             )?;
             match wait_ready(&mut daemon, &files.log, Some(READY_LINE), || accepts(addr)) {
@@ -262,9 +282,8 @@ impl Ganesha {
 /// fresh network namespace whose only interface is `lo`. Reach it from inside the namespace:
 /// [`Netns::in_netns`] for code in this process, [`Netns::command`] for programs.
 ///
-/// Each daemon gets the namespace's own `/run` (a bind mount of a temp dir, in the private mount
-/// namespace `ip netns exec` creates), so rpcbind's lock and socket files (`/run/rpcbind*`) never
-/// collide with another instance or the host, and ganesha still finds rpcbind's socket.
+/// Both daemons see one private `/run` (see [`with_private_run`]), so rpcbind's lock and socket
+/// never collide with another instance or the host, and ganesha still finds rpcbind's socket.
 #[derive(Debug)]
 pub struct NetnsGanesha {
     // Drop order: ganesha, rpcbind, the namespace, then the files.
@@ -285,9 +304,6 @@ impl NetnsGanesha {
         let plugins = plugins_dir()?;
         let started = Instant::now();
         let files = Files::new()?;
-        let run_dir = files.dir.path().join("run");
-        fs::create_dir_all(run_dir.join("rpcbind"))
-            .map_err(io_err(format!("mkdir {}/rpcbind", run_dir.display())))?;
         files.write_config(&Config {
             bind_addr: None,
             nfs_port: NETNS_NFS_PORT,
@@ -298,17 +314,10 @@ impl NetnsGanesha {
             recovery: &files.recovery,
         })?;
         let netns = Netns::new()?;
-        let in_private_run = |program: &Path| {
-            let mut cmd = netns.command("sh");
-            cmd.args(["-c", r#"mount --bind "$0" /run && exec "$@""#])
-                .arg(&run_dir)
-                .arg(program);
-            cmd
-        };
         let rpcbind_log = files.dir.path().join("rpcbind.out");
         let mut rpcbind = Daemon::spawn(
             "rpcbind",
-            in_private_run(&rpcbind).arg("-f"),
+            with_private_run(netns.command("sh"), &files.run, &rpcbind).arg("-f"),
             &rpcbind_log,
         )?;
         let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
@@ -317,7 +326,7 @@ impl NetnsGanesha {
         })?;
         let mut daemon = Daemon::spawn(
             "ganesha.nfsd",
-            in_private_run(&ganesha).args(files.ganesha_args()),
+            with_private_run(netns.command("sh"), &files.run, &ganesha).args(files.ganesha_args()),
             &files.output,
         )?;
         wait_ready(&mut daemon, &files.log, Some(READY_LINE), || {
