@@ -72,7 +72,9 @@ pub fn require_guest() -> Result<(), String> {
         "exportfs",
         "mount.nfs",
     ])?;
-    kernel::Kernel::find().map(|_| ()).map_err(|e| e.to_string())?;
+    kernel::Kernel::find()
+        .map(|_| ())
+        .map_err(|e| e.to_string())?;
     kernel::static_busybox()
         .map(|_| ())
         .map_err(|e| e.to_string())

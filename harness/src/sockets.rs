@@ -28,7 +28,10 @@ pub fn listening(pid: u32) -> Result<Vec<SocketAddr>> {
     }
     let dir = format!("/proc/{pid}/fd");
     let mut out = Vec::new();
-    for fd in fs::read_dir(&dir).map_err(io_err(format!("read {dir}")))?.flatten() {
+    for fd in fs::read_dir(&dir)
+        .map_err(io_err(format!("read {dir}")))?
+        .flatten()
+    {
         let Ok(target) = fs::read_link(fd.path()) else {
             continue;
         };
@@ -51,7 +54,9 @@ pub fn listening(pid: u32) -> Result<Vec<SocketAddr>> {
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     match addr.ip() {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -60,7 +65,9 @@ fn parse_addr(field: &str) -> Option<SocketAddr> {
     let (ip, port) = field.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.swap_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(ip, 16).ok()?.swap_bytes(),
+        )),
         32 => {
             let mut bytes = [0u8; 16];
             for (i, word) in bytes.chunks_mut(4).enumerate() {
@@ -92,7 +99,10 @@ mod tests {
             parse_addr("00000000000000000000000001000000:006F"),
             Some("[::1]:111".parse().unwrap())
         );
-        assert_eq!(parse_addr("00000000:006F"), Some("0.0.0.0:111".parse().unwrap()));
+        assert_eq!(
+            parse_addr("00000000:006F"),
+            Some("0.0.0.0:111".parse().unwrap())
+        );
     }
 
     #[test]

@@ -29,10 +29,17 @@ fn v3_and_v4_read_inside_the_namespace() {
     require!(require_nfs_lab());
     let server = NetnsGanesha::start().expect("start rpcbind + ganesha in a netns");
     let ns = server.netns().name().to_string();
-    eprintln!("netns {ns}: rpcbind + ganesha ready in {:?}", server.started_in());
+    eprintln!(
+        "netns {ns}: rpcbind + ganesha ready in {:?}",
+        server.started_in()
+    );
     assert_eq!(server.netns().interfaces().unwrap(), ["lo"]);
 
-    fs::write(server.export_dir().join("hello.txt"), b"hello from the host").unwrap();
+    fs::write(
+        server.export_dir().join("hello.txt"),
+        b"hello from the host",
+    )
+    .unwrap();
     for version in ["3", "4.1"] {
         let url = server.url(version);
         let data = server
@@ -62,7 +69,11 @@ fn v3_and_v4_read_inside_the_namespace() {
 
     // The host's namespace doesn't see these servers: the port in there is not this one.
     let (ganesha_pid, rpcbind_pid) = server.pids();
-    let ganesha_ports: Vec<u16> = listening(ganesha_pid).unwrap().iter().map(|a| a.port()).collect();
+    let ganesha_ports: Vec<u16> = listening(ganesha_pid)
+        .unwrap()
+        .iter()
+        .map(|a| a.port())
+        .collect();
     assert!(ganesha_ports.contains(&2049), "{ganesha_ports:?}");
     if TcpStream::connect((Ipv4Addr::LOCALHOST, 111)).is_ok() {
         eprintln!("note: something in the host namespace listens on 127.0.0.1:111 (not ours)");
@@ -71,7 +82,10 @@ fn v3_and_v4_read_inside_the_namespace() {
     let export = server.export_dir().to_path_buf();
     drop(server);
     for pid in [ganesha_pid, rpcbind_pid] {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} left running");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} left running"
+        );
     }
     assert!(!netns_exists(&ns), "netns {ns} left behind");
     assert!(!export.exists(), "{} left behind", export.display());

@@ -39,11 +39,19 @@ async fn nfs_write(url: &str, name: &str, data: &'static [u8]) -> nfs_rs::Result
 fn v4_roundtrip_between_host_path_and_nfs() {
     require!(require_nfs_lab());
     let server = Ganesha::start().expect("start ganesha");
-    eprintln!("ganesha on {} ready in {:?}", server.addr(), server.started_in());
+    eprintln!(
+        "ganesha on {} ready in {:?}",
+        server.addr(),
+        server.started_in()
+    );
     assert!(server.addr().ip().is_loopback());
     assert_eq!(server.pseudo_path(), "/export");
 
-    fs::write(server.export_dir().join("from-host.txt"), b"written on the host").unwrap();
+    fs::write(
+        server.export_dir().join("from-host.txt"),
+        b"written on the host",
+    )
+    .unwrap();
     // nfs-rs speaks 4.0 and 4.1 with ganesha (its 4.2 EXCHANGE_ID is refused: NFS4ERR_INVAL).
     for version in ["4.0", "4.1"] {
         let data = block_on(nfs_read(&server.url(version), "from-host.txt"))
@@ -66,7 +74,9 @@ fn listens_on_loopback_only_and_cleans_up_on_drop() {
     let server = Ganesha::start().expect("start ganesha");
     let pid = server.pid();
     let addrs = listening(pid).expect("read /proc sockets");
-    assert!(addrs.contains(&server.addr()) || addrs.iter().any(|a| a.port() == server.addr().port()));
+    assert!(
+        addrs.contains(&server.addr()) || addrs.iter().any(|a| a.port() == server.addr().port())
+    );
     assert!(
         addrs.iter().all(is_loopback),
         "ganesha listens beyond loopback: {addrs:?}"
@@ -74,7 +84,10 @@ fn listens_on_loopback_only_and_cleans_up_on_drop() {
     let export = server.export_dir().to_path_buf();
     let stop_took = server.stop();
     eprintln!("ganesha stopped in {stop_took:?}");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still exists");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} still exists"
+    );
     assert!(!export.exists(), "{} not removed", export.display());
 }
 

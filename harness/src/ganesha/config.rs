@@ -32,7 +32,11 @@ pub(crate) struct Config<'a> {
 impl Config<'_> {
     /// The configuration file's text.
     pub fn render(&self) -> String {
-        let protocols = if self.mount_port.is_some() { "3, 4" } else { "4" };
+        let protocols = if self.mount_port.is_some() {
+            "3, 4"
+        } else {
+            "4"
+        };
         let mut core = String::new();
         if let Some(addr) = self.bind_addr {
             let _ = writeln!(core, "    Bind_Addr = {addr};");

@@ -40,7 +40,10 @@ const READY_LINE: &str = "NFS SERVER INITIALIZED";
 
 /// Where ganesha's FSAL plugins live; the VFS one must be there (package nfs-ganesha-vfs).
 pub fn plugins_dir() -> Result<PathBuf> {
-    let mut candidates = vec![PathBuf::from("/usr/lib/ganesha"), PathBuf::from("/usr/lib64/ganesha")];
+    let mut candidates = vec![
+        PathBuf::from("/usr/lib/ganesha"),
+        PathBuf::from("/usr/lib64/ganesha"),
+    ];
     if let Ok(entries) = fs::read_dir("/usr/lib") {
         candidates.extend(entries.flatten().map(|e| e.path().join("ganesha")));
     }
@@ -83,7 +86,12 @@ impl Files {
             run: p.join("run"),
             dir,
         };
-        for d in [&files.export, &files.recovery, &files.run, &files.run.join("rpcbind")] {
+        for d in [
+            &files.export,
+            &files.recovery,
+            &files.run,
+            &files.run.join("rpcbind"),
+        ] {
             fs::create_dir(d).map_err(io_err(format!("mkdir {}", d.display())))?;
         }
         Ok(files)
@@ -322,7 +330,9 @@ impl NetnsGanesha {
         )?;
         let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         wait_ready(&mut rpcbind, &rpcbind_log, None, || {
-            netns.in_netns(|| accepts(local(RPCBIND_PORT))).unwrap_or(false)
+            netns
+                .in_netns(|| accepts(local(RPCBIND_PORT)))
+                .unwrap_or(false)
         })?;
         let mut daemon = Daemon::spawn(
             "ganesha.nfsd",
@@ -330,7 +340,9 @@ impl NetnsGanesha {
             &files.output,
         )?;
         wait_ready(&mut daemon, &files.log, Some(READY_LINE), || {
-            netns.in_netns(|| accepts(local(NETNS_NFS_PORT))).unwrap_or(false)
+            netns
+                .in_netns(|| accepts(local(NETNS_NFS_PORT)))
+                .unwrap_or(false)
         })?;
         Ok(NetnsGanesha {
             ganesha: daemon,

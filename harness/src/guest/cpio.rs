@@ -47,17 +47,33 @@ impl<W: Write> Cpio<W> {
         Ok(self.out)
     }
 
-    fn entry(&mut self, path: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
+    fn entry(
+        &mut self,
+        path: &str,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> io::Result<()> {
         let ino = self.next_ino;
         self.next_ino += 1;
-        let size = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: over 4 GiB")))?;
+        let size = u32::try_from(data.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: over 4 GiB"))
+        })?;
         self.header(path.trim_start_matches('/'), mode, nlink, rdev, size, ino)?;
         self.write(data)?;
         self.pad()
     }
 
-    fn header(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), size: u32, ino: u32) -> io::Result<()> {
+    fn header(
+        &mut self,
+        name: &str,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        size: u32,
+        ino: u32,
+    ) -> io::Result<()> {
         let namesize = name.len() as u32 + 1;
         // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor,
         // rdevminor, namesize, check

@@ -19,16 +19,19 @@ const INIT: &str = include_str!("init.sh");
 /// `/lib/modules` via modprobe later.
 const EARLY_MODULES: [&str; 4] = ["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 
-/// Where built artefacts are cached: `$CAIRN_HARNESS_CACHE`, else `$CARGO_TARGET_DIR/cairn-harness`,
-/// else the workspace's `target/cairn-harness`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CAIRN_HARNESS_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// The workspace's cargo target directory: `$CARGO_TARGET_DIR`, else `target/` beside this crate.
+/// Tests use it to find host-built binaries such as `debug/cairn-csi`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("cairn-harness")
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Where built artefacts are cached: `$CAIRN_HARNESS_CACHE`, else `<target dir>/cairn-harness`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("CAIRN_HARNESS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("cairn-harness"))
 }
 
 /// Returns the path of an initramfs for `kernel`, building it if the cache has none for exactly
@@ -65,9 +68,23 @@ pub fn get_or_build(kernel: &Kernel, busybox: &Path) -> Result<(PathBuf, bool)> 
     Ok((path, true))
 }
 
-fn write_archive(out: impl std::io::Write, busybox: &Path, modules: &[PathBuf]) -> std::io::Result<()> {
+fn write_archive(
+    out: impl std::io::Write,
+    busybox: &Path,
+    modules: &[PathBuf],
+) -> std::io::Result<()> {
     let mut cpio = Cpio::new(out);
-    for dir in ["/bin", "/dev", "/proc", "/sys", "/lower", "/upper", "/newroot", "/lib", "/lib/modules"] {
+    for dir in [
+        "/bin",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/lower",
+        "/upper",
+        "/newroot",
+        "/lib",
+        "/lib/modules",
+    ] {
         cpio.dir(dir, 0o755)?;
     }
     cpio.char_device("/dev/console", 0o600, 5, 1)?;

@@ -41,7 +41,7 @@ impl Kernel {
             })
             .filter(|k| wanted.as_ref().is_none_or(|w| *w == k.version))
             .collect();
-        found.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
+        found.sort_by_key(|k| version_key(&k.version));
         found.pop().ok_or_else(no_kernel)
     }
 
@@ -51,15 +51,18 @@ impl Kernel {
     pub fn module_files(&self, wanted: &[&str]) -> Result<Vec<PathBuf>> {
         let dep_path = self.modules.join("modules.dep");
         let deps = parse_modules_dep(
-            &fs::read_to_string(&dep_path).map_err(io_err(format!("read {}", dep_path.display())))?,
+            &fs::read_to_string(&dep_path)
+                .map_err(io_err(format!("read {}", dep_path.display())))?,
         );
         let builtin: HashSet<String> = fs::read_to_string(self.modules.join("modules.builtin"))
             .unwrap_or_default()
             .lines()
             .map(module_name)
             .collect();
-        let by_name: HashMap<String, &str> =
-            deps.keys().map(|path| (module_name(path), path.as_str())).collect();
+        let by_name: HashMap<String, &str> = deps
+            .keys()
+            .map(|path| (module_name(path), path.as_str()))
+            .collect();
         let mut order = Vec::new();
         let mut seen = HashSet::new();
         for name in wanted {

@@ -4,8 +4,15 @@
 
 # knfsd_start DIR: mounts a fresh tmpfs at DIR (knfsd can't export overlayfs or 9p) and serves it
 # over NFSv3 and NFSv4.0-4.2 to 127.0.0.1, ready for mounts without waiting out grace periods.
+# DIR must be a new top-level directory such as /export: NFSv4 clients walk the pseudo-root from
+# / down to DIR, which fails (ENOENT) through the host directories' overlays (/srv, /mnt, ...);
+# the guest's / itself is a tmpfs, which works.
 knfsd_start() {
   dir=$1
+  case "$dir" in
+    /*/* | /) echo "knfsd_start: $dir is not a top-level directory" >&2; return 1 ;;
+  esac
+  if [ -e "$dir" ]; then echo "knfsd_start: $dir exists (on the host?)" >&2; return 1; fi
   mkdir -p "$dir" && mount -t tmpfs -o size=64m cairn-export "$dir" || return 1
   mount -t nfsd nfsd /proc/fs/nfsd || return 1
   # A fresh /var/lib/nfs: the host's copy may hold v4recovery/, which makes nfsd pick legacy
