@@ -4,6 +4,7 @@
 
 use std::env;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::guest::kernel;
@@ -86,14 +87,16 @@ pub fn require_guest() -> Result<(), String> {
 pub fn skip(reason: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("test");
-    let hint = "install the packages with `harness/install-deps.sh` (as root)";
+    let hint = "as root, run harness/install-deps.sh";
     if env::var_os("CI").is_some_and(|v| !v.is_empty()) {
         panic!("{test}: cannot run: {reason}; CI is set, so this is a failure ({hint})");
     }
-    eprintln!();
-    eprintln!("!!!!!!!! SKIPPED {test}: {reason}");
-    eprintln!("!!!!!!!! {hint}; with CI set this is a failure");
-    eprintln!();
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a skip
+    // nobody sees is how a suite goes quietly green.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!! SKIPPED {test}: {reason}\n!!!!!!!! {hint}; with CI set this is a failure\n"
+    );
 }
 
 /// `require!(check)` returns early from a test (after reporting via [`skip`]) if `check` — a

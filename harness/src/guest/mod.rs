@@ -109,6 +109,7 @@ pub struct Guest {
     kernel: Kernel,
     initramfs: PathBuf,
     qemu: PathBuf,
+    setpriv: PathBuf,
     built_initramfs: bool,
 }
 
@@ -118,12 +119,15 @@ impl Guest {
         let kernel = Kernel::find()?;
         let qemu = find_program("qemu-system-x86_64")
             .ok_or_else(|| Error::Missing("qemu-system-x86_64 (package qemu-system-x86)".into()))?;
+        let setpriv = find_program("setpriv")
+            .ok_or_else(|| Error::Missing("setpriv (package util-linux)".into()))?;
         let busybox = kernel::static_busybox()?;
         let (initramfs, built_initramfs) = initramfs::get_or_build(&kernel, &busybox)?;
         Ok(Guest {
             kernel,
             initramfs,
             qemu,
+            setpriv,
             built_initramfs,
         })
     }
@@ -156,7 +160,11 @@ impl Guest {
         let console = c.join("console.log");
 
         let mut append = String::from("console=ttyS0 panic=-1 quiet");
-        let mut cmd = Command::new(&self.qemu);
+        // setpriv execs QEMU (same pid) with a parent-death signal: if the test process is
+        // killed outright (a CI timeout), QEMU dies with it instead of running on. Safe here
+        // because `run` blocks the spawning thread until QEMU is gone.
+        let mut cmd = Command::new(&self.setpriv);
+        cmd.args(["--pdeathsig", "KILL"]).arg(&self.qemu);
         cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
             .args(["-smp", &options.cpus.to_string()])
             .args(["-m", &options.memory_mib.to_string()])
