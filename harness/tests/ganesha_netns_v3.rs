@@ -5,17 +5,11 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 use cairn_harness::sockets::listening;
 use cairn_harness::{require, require_nfs_lab, NetnsGanesha};
-
-async fn nfs_read(url: &str, name: &str) -> nfs_rs::Result<Vec<u8>> {
-    let mount = nfs_rs::parse_url_and_mount(url).await?;
-    let file = mount.open_path(name, nfs_rs::OPEN_READ).await?;
-    let data = mount.read(file.fh.clone(), 0, 4096).await?;
-    mount.close(file.fh).await?;
-    mount.umount().await?;
-    Ok(data.to_vec())
-}
+use common::{block_on, nfs_read};
 
 fn netns_exists(name: &str) -> bool {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -44,13 +38,7 @@ fn v3_and_v4_read_inside_the_namespace() {
         let url = server.url(version);
         let data = server
             .netns()
-            .in_netns(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime")
-                    .block_on(nfs_read(&url, "hello.txt"))
-            })
+            .in_netns(|| block_on(nfs_read(&url, "hello.txt")))
             .expect("enter netns")
             .unwrap_or_else(|e| panic!("v{version} read in {ns}: {e}\n{}", server.log()));
         assert_eq!(data, b"hello from the host", "v{version}");

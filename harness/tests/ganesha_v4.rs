@@ -3,37 +3,11 @@
 use std::fs;
 use std::path::Path;
 
-use bytes::Bytes;
+mod common;
+
 use cairn_harness::sockets::{is_loopback, listening};
 use cairn_harness::{require, require_nfs_lab, Ganesha};
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
-/// Reads `name` over NFS at `url`.
-async fn nfs_read(url: &str, name: &str) -> nfs_rs::Result<Vec<u8>> {
-    let mount = nfs_rs::parse_url_and_mount(url).await?;
-    let file = mount.open_path(name, nfs_rs::OPEN_READ).await?;
-    let data = mount.read(file.fh.clone(), 0, 4096).await?;
-    mount.close(file.fh).await?;
-    mount.umount().await?;
-    Ok(data.to_vec())
-}
-
-/// Creates `name` with `data` over NFS at `url`.
-async fn nfs_write(url: &str, name: &str, data: &'static [u8]) -> nfs_rs::Result<()> {
-    let mount = nfs_rs::parse_url_and_mount(url).await?;
-    let file = mount.create_path(name, Some(0o640)).await?;
-    nfs_rs::write_all(&*mount, file.fh.clone(), 0, Bytes::from_static(data)).await?;
-    mount.close(file.fh).await?;
-    mount.umount().await?;
-    Ok(())
-}
+use common::{block_on, nfs_read, nfs_write};
 
 #[test]
 fn v4_roundtrip_between_host_path_and_nfs() {
@@ -74,8 +48,10 @@ fn listens_on_loopback_only_and_cleans_up_on_drop() {
     let server = Ganesha::start().expect("start ganesha");
     let pid = server.pid();
     let addrs = listening(pid).expect("read /proc sockets");
+    // ganesha binds 127.0.0.1 as the v4-mapped [::ffff:127.0.0.1]
     assert!(
-        addrs.contains(&server.addr()) || addrs.iter().any(|a| a.port() == server.addr().port())
+        addrs.iter().any(|a| a.port() == server.addr().port()),
+        "{addrs:?}"
     );
     assert!(
         addrs.iter().all(is_loopback),
@@ -101,4 +77,22 @@ fn two_servers_run_side_by_side() {
     fs::write(b.export_dir().join("which"), b"b").unwrap();
     assert_eq!(block_on(nfs_read(&a.url("4.1"), "which")).unwrap(), b"a");
     assert_eq!(block_on(nfs_read(&b.url("4.1"), "which")).unwrap(), b"b");
+}
+
+#[test]
+fn server_stops_when_a_test_panics() {
+    require!(require_nfs_lab());
+    let mut seen = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let server = Ganesha::start().expect("start ganesha");
+        seen = Some((server.pid(), server.export_dir().to_path_buf()));
+        panic!("a failing test");
+    }));
+    assert!(result.is_err());
+    let (pid, export) = seen.expect("server started");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} survived the panic"
+    );
+    assert!(!export.exists(), "{} survived the panic", export.display());
 }
