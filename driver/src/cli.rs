@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capacity::parse_quantity;
-use crate::driver::Mode;
+use crate::driver::{BackendChoice, Mode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,8 +40,19 @@ pub struct ServeArgs {
     pub endpoint: String,
 
     /// This node's name (Kubernetes spec.nodeName); local volumes are created on it.
+    /// Required unless only the NFS controller is served.
     #[arg(long, env = "NODE_ID")]
-    pub node_id: String,
+    pub node_id: Option<String>,
+
+    /// Kinds of volumes to serve, comma-separated: local, nfs.
+    #[arg(
+        long,
+        env = "CAIRN_BACKENDS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "local,nfs"
+    )]
+    pub backends: Vec<BackendChoice>,
 
     /// CSI driver name reported by GetPluginInfo; must match the CSIDriver object.
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = "cairn.csi.io")]
@@ -51,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_MODE", value_enum, default_value_t = Mode::All)]
     pub mode: Mode,
 
-    /// Directory local volumes live under (must exist).
+    /// Directory local volumes live under (must exist when local volumes are served).
     #[arg(long, env = "CAIRN_LOCAL_ROOT", default_value = "/var/lib/cairn")]
     pub local_root: PathBuf,
 
@@ -74,6 +85,10 @@ pub struct ServeArgs {
     /// Seconds to let in-flight calls finish after SIGTERM before exiting.
     #[arg(long, env = "CAIRN_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
+
+    /// Seconds an NFS operation (controller call or kernel mount) may take before it fails.
+    #[arg(long, env = "CAIRN_NFS_TIMEOUT", default_value_t = 30)]
+    pub nfs_timeout: u64,
 
     /// Address for the HTTP /healthz and /metrics listener, e.g. 127.0.0.1:9809 (off when unset).
     #[arg(long, env = "CAIRN_HEALTH_ADDRESS")]

@@ -8,8 +8,8 @@ use cairn_proto::v1::controller_service_capability::{rpc::Type as RpcType, Rpc, 
 use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::backend::{self, local, Health, NewVolume};
-use crate::capability::{self, check_well_formed};
+use crate::backend::{self, Backend, Health, NewVolume};
+use crate::capability::check_well_formed;
 use crate::capacity::Range;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -32,24 +32,27 @@ fn unsupported(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not supported by this driver"))
 }
 
-/// Refuses capabilities a local volume cannot serve (CreateVolume).
-fn check_supported(caps: &[VolumeCapability]) -> Result<()> {
+/// Refuses capabilities the backend's volumes cannot serve (CreateVolume).
+fn check_supported(backend: &dyn Backend, caps: &[VolumeCapability]) -> Result<()> {
     caps.iter().try_for_each(|cap| {
-        capability::local_supports(cap).map_err(|u| Error::InvalidArgument(u.0))
+        backend
+            .supports(cap)
+            .map_err(|u| Error::InvalidArgument(u.0))
     })
 }
 
-fn to_wire(driver: &Driver, volume: backend::Volume) -> Volume {
+fn to_wire(volume: backend::Volume) -> Volume {
     Volume {
         capacity_bytes: i64::try_from(volume.capacity_bytes).unwrap_or(i64::MAX),
         volume_id: volume.id.to_string(),
         volume_context: Default::default(),
         content_source: None,
-        accessible_topology: vec![topology::of_node(&driver.node)],
+        accessible_topology: volume.node.iter().map(topology::of_node).collect(),
     }
 }
 
-fn condition(health: Health) -> VolumeCondition {
+/// The wire form of a volume's health.
+pub(crate) fn volume_condition(health: Health) -> VolumeCondition {
     match health {
         Health::Ok => VolumeCondition {
             abnormal: false,
@@ -73,7 +76,9 @@ impl ControllerService {
     async fn create(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
         let name = VolumeName::parse(&req.name)?;
         check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
-        check_supported(&req.volume_capabilities)?;
+        let parameters = sorted(&req.parameters);
+        let backend = self.0.backends.for_parameters(&parameters)?;
+        check_supported(&*backend, &req.volume_capabilities)?;
         let capacity = Range::parse(req.capacity_range.as_ref())?;
         if req.volume_content_source.is_some() {
             return Err(Error::InvalidArgument(
@@ -86,39 +91,44 @@ impl ControllerService {
                 "mutable_parameters are not supported (no MODIFY_VOLUME capability)".into(),
             ));
         }
-        let parameters = sorted(&req.parameters);
-        local::check_parameters(&parameters)?;
-        let driver = &self.0;
-        if !topology::admits(req.accessibility_requirements.as_ref(), &driver.node) {
-            return Err(Error::ResourceExhausted(format!(
-                "local volumes are created on the node serving the call ({}), which the requested topology excludes",
-                driver.node
-            )));
+        backend.check_parameters(&parameters)?;
+        if let Some(node) = backend.node() {
+            if !topology::admits(req.accessibility_requirements.as_ref(), node) {
+                return Err(Error::ResourceExhausted(format!(
+                    "{} volumes are created on the node serving the call ({node}), which the requested topology excludes",
+                    backend.kind()
+                )));
+            }
         }
-        let key = name.key();
-        let _guard = driver.locks.lock(key.as_str()).await;
-        let backend = driver.backend.clone();
+        let mut mount_flags: Vec<String> = req
+            .volume_capabilities
+            .iter()
+            .flat_map(|c| crate::capability::mount_flags(c).iter().cloned())
+            .collect();
+        mount_flags.dedup();
+        let _guard = self.0.locks.lock(name.key().as_str()).await;
         let request = NewVolume {
             name,
             capacity,
             parameters,
+            mount_flags,
         };
         let volume = blocking(move || backend.create(&request)).await?;
         Ok(CreateVolumeResponse {
-            volume: Some(to_wire(driver, volume)),
+            volume: Some(to_wire(volume)),
         })
     }
 
     async fn delete(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse> {
         let id = VolumeId::parse(&req.volume_id)?;
-        let _guard = self.0.locks.lock(id.key.as_str()).await;
-        let backend = self.0.backend.clone();
+        let backend = self.0.backends.for_id(&id)?;
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
         blocking(move || backend.delete(&id)).await?;
         Ok(DeleteVolumeResponse {})
     }
 
     async fn get(&self, id: VolumeId) -> Result<(backend::Volume, Health)> {
-        let backend = self.0.backend.clone();
+        let backend = self.0.backends.for_id(&id)?;
         blocking(move || {
             let volume = backend
                 .get(&id)?
@@ -135,8 +145,9 @@ impl ControllerService {
     ) -> Result<ValidateVolumeCapabilitiesResponse> {
         let id = VolumeId::parse(&req.volume_id)?;
         check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
+        let backend = self.0.backends.for_id(&id)?;
         let (volume, _) = self.get(id).await?;
-        let mismatch = if let Err(e) = check_supported(&req.volume_capabilities) {
+        let mismatch = if let Err(e) = check_supported(&*backend, &req.volume_capabilities) {
             Some(e.to_string())
         } else if !req.parameters.is_empty() && sorted(&req.parameters) != volume.parameters {
             Some("parameters differ from those the volume was created with".into())
@@ -162,6 +173,8 @@ impl ControllerService {
         })
     }
 
+    /// Lists this node's local volumes. NFS volumes are not listed: the
+    /// driver cannot know every export a StorageClass might name.
     async fn list(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
         let max = usize::try_from(req.max_entries)
             .map_err(|_| Error::InvalidArgument("max_entries must not be negative".into()))?;
@@ -175,10 +188,12 @@ impl ControllerService {
                 ))
             })?)
         };
-        let backend = self.0.backend.clone();
+        let Some(local) = self.0.backends.local.clone() else {
+            return Ok(ListVolumesResponse::default());
+        };
         let (page, health) = blocking(move || {
-            let page = backend.list(after.as_ref(), max)?;
-            let health: Vec<Health> = page.volumes.iter().map(|v| backend.health(&v.id)).collect();
+            let page = local.list(after.as_ref(), max)?;
+            let health: Vec<Health> = page.volumes.iter().map(|v| local.health(&v.id)).collect();
             Ok((page, health))
         })
         .await?;
@@ -187,10 +202,10 @@ impl ControllerService {
             .into_iter()
             .zip(health)
             .map(|(volume, health)| list_volumes_response::Entry {
-                volume: Some(to_wire(&self.0, volume)),
+                volume: Some(to_wire(volume)),
                 status: Some(list_volumes_response::VolumeStatus {
                     published_node_ids: Vec::new(),
-                    volume_condition: Some(condition(health)),
+                    volume_condition: Some(volume_condition(health)),
                 }),
             })
             .collect();
@@ -204,18 +219,22 @@ impl ControllerService {
         if !req.volume_capabilities.is_empty() {
             check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
         }
-        local::check_parameters(&sorted(&req.parameters))?;
-        let here = req
-            .accessible_topology
-            .as_ref()
-            .is_none_or(|t| t.segments.is_empty() || topology::is_node(t, &self.0.node));
+        let parameters = sorted(&req.parameters);
+        let backend = self.0.backends.for_parameters(&parameters)?;
+        backend.check_parameters(&parameters)?;
+        let here = match backend.node() {
+            Some(node) => req
+                .accessible_topology
+                .as_ref()
+                .is_none_or(|t| t.segments.is_empty() || topology::is_node(t, node)),
+            None => true,
+        };
         // Capacity a caller cannot use is no capacity (spec: report as if
         // provisioning with these capabilities and topology).
-        if !here || check_supported(&req.volume_capabilities).is_err() {
+        if !here || check_supported(&*backend, &req.volume_capabilities).is_err() {
             return Ok(GetCapacityResponse::default());
         }
-        let backend = self.0.backend.clone();
-        let available = blocking(move || backend.available_bytes()).await?;
+        let available = blocking(move || backend.available_bytes(&parameters)).await?;
         Ok(GetCapacityResponse {
             available_capacity: i64::try_from(available).unwrap_or(i64::MAX),
             maximum_volume_size: None,
@@ -342,10 +361,10 @@ impl Controller for ControllerService {
             let id = VolumeId::parse(&req.volume_id)?;
             let (volume, health) = self.get(id).await?;
             Ok(ControllerGetVolumeResponse {
-                volume: Some(to_wire(&self.0, volume)),
+                volume: Some(to_wire(volume)),
                 status: Some(controller_get_volume_response::VolumeStatus {
                     published_node_ids: Vec::new(),
-                    volume_condition: Some(condition(health)),
+                    volume_condition: Some(volume_condition(health)),
                 }),
             })
         })
@@ -358,9 +377,4 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
         Err(unsupported("ControllerModifyVolume"))
     }
-}
-
-/// Used by the node service, which reports conditions the same way.
-pub(crate) fn volume_condition(health: Health) -> VolumeCondition {
-    condition(health)
 }

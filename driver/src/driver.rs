@@ -1,11 +1,16 @@
 //! What the Identity, Controller and Node services share.
 
-use std::sync::Arc;
-
-use crate::backend::Backend;
+use crate::backend::Backends;
 use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
 use crate::paths::KubeletDir;
+
+/// Which kinds of volumes this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    Local,
+    Nfs,
+}
 
 /// Which services this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,8 +33,9 @@ impl Mode {
 pub struct Driver {
     pub name: String,
     pub mode: Mode,
-    pub node: NodeId,
-    pub backend: Arc<dyn Backend>,
+    /// This node; required when the node service or local volumes are served.
+    pub node: Option<NodeId>,
+    pub backends: Backends,
     /// Present when the node service runs.
     pub kubelet: Option<KubeletDir>,
     pub max_volumes_per_node: i64,

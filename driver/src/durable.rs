@@ -28,14 +28,11 @@ pub fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
         .map_err(Error::io("write", path))
 }
 
-/// Renames `from` to `to` and flushes both parents.
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
+/// Renames `from` to `to`, then flushes `durable_dir`: the one directory
+/// whose change must survive a crash (the new name on create, the vanished
+/// name on delete). On a journaling filesystem the rename is one
+/// transaction, so flushing either side commits both.
+pub fn rename(from: &Path, to: &Path, durable_dir: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(Error::io("rename", from))?;
-    if let Some(parent) = to.parent() {
-        sync_dir(parent)?;
-    }
-    match from.parent() {
-        Some(parent) if Some(parent) != to.parent() => sync_dir(parent),
-        _ => Ok(()),
-    }
+    sync_dir(durable_dir)
 }

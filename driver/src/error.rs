@@ -24,6 +24,11 @@ pub enum Error {
     Aborted(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// A server we depend on (an NFS server) cannot be reached or timed out.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     /// An I/O failure on a path we own; the message carries what we were doing.
     #[error("{action} {path}: {source}")]
     Io {
@@ -64,6 +69,8 @@ impl Error {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Aborted(_) => Code::Aborted,
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             // Out of space is a condition the caller can wait out.
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 Code::ResourceExhausted

@@ -34,8 +34,12 @@ pub async fn serve(
 }
 
 async fn healthz(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
-    let backend = driver.backend.clone();
-    match blocking(move || backend.ready()).await {
+    let local = driver.backends.local.clone();
+    let ready = match local {
+        Some(local) => blocking(move || local.ready()).await,
+        None => Ok(()),
+    };
+    match ready {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
@@ -43,9 +47,12 @@ async fn healthz(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
 
 async fn scrape(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
     let counted = blocking(move || {
-        let volumes = driver.backend.count()?;
+        let Some(local) = &driver.backends.local else {
+            return Ok((0, Default::default()));
+        };
+        let volumes = local.count()?;
         let mounts = match &driver.kubelet {
-            Some(kubelet) => driver.backend.count_mounts(kubelet.real())?,
+            Some(kubelet) => local.count_mounts(kubelet.real())?,
             None => Default::default(),
         };
         Ok((volumes, mounts))

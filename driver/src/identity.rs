@@ -41,9 +41,13 @@ impl Identity for IdentityService {
         _request: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
         observe("GetPluginCapabilities", "", async {
-            let mut capabilities = vec![service(ServiceType::VolumeAccessibilityConstraints)];
+            let mut capabilities = Vec::new();
             if self.0.mode.serves_controller() {
-                capabilities.insert(0, service(ServiceType::ControllerService));
+                capabilities.push(service(ServiceType::ControllerService));
+            }
+            // Local volumes are reachable from one node only.
+            if self.0.backends.local.is_some() {
+                capabilities.push(service(ServiceType::VolumeAccessibilityConstraints));
             }
             Ok(GetPluginCapabilitiesResponse { capabilities })
         })
@@ -54,10 +58,15 @@ impl Identity for IdentityService {
         &self,
         _request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
-        let backend = self.0.backend.clone();
+        let local = self.0.backends.local.clone();
         observe("Probe", "", async move {
-            // One stat of the local root: cheap, and never blocks the runtime.
-            let ready = blocking(move || Ok(backend.ready())).await?;
+            // One stat of the local root: cheap, and never blocks the
+            // runtime. NFS servers are not probed: a slow server must not
+            // make the kubelet restart the driver.
+            let ready = match local {
+                Some(local) => blocking(move || Ok(local.ready())).await?,
+                None => Ok(()),
+            };
             if let Err(e) = &ready {
                 tracing::warn!(error = %e, "not ready");
             }

@@ -130,35 +130,158 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// Which backend a volume belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    Local,
-}
-
-impl BackendKind {
-    fn tag(self) -> &'static str {
-        match self {
-            BackendKind::Local => "local",
-        }
-    }
-}
-
-/// A parsed, validated volume id.
+/// A local volume's id: the node that holds it and its directory key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeId {
-    pub backend: BackendKind,
+pub struct LocalVolumeId {
     pub node: NodeId,
     pub key: VolumeKey,
 }
 
+/// What DeleteVolume does to an NFS volume's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    /// Remove the directory and everything in it.
+    Delete,
+    /// Leave the directory as it is.
+    Retain,
+    /// Rename it out of the way, with a timestamp.
+    Archive,
+}
+
+impl OnDelete {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        match raw {
+            "delete" => Ok(OnDelete::Delete),
+            "retain" => Ok(OnDelete::Retain),
+            "archive" => Ok(OnDelete::Archive),
+            other => Err(Error::InvalidArgument(format!(
+                "onDelete {other:?} must be delete, retain or archive"
+            ))),
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            OnDelete::Delete => "d",
+            OnDelete::Retain => "r",
+            OnDelete::Archive => "a",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "d" => Some(OnDelete::Delete),
+            "r" => Some(OnDelete::Retain),
+            "a" => Some(OnDelete::Archive),
+            _ => None,
+        }
+    }
+}
+
+/// An NFS server: a host name or an IP address (IPv6 without brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsServer(String);
+
+impl NfsServer {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let valid = !raw.is_empty()
+            && raw.len() <= 253
+            && !raw.starts_with('-')
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !valid {
+            return Err(Error::InvalidArgument(format!(
+                "server {raw:?} must be a host name or an IP address"
+            )));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A relative path of safe components: no `..`, no leading `/` or `.`.
+fn check_components(what: &str, raw: &str) -> Result<(), Error> {
+    if raw
+        .split('/')
+        .any(|c| check_safe(what, c, MAX_ID_LEN).is_err())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {raw:?} must be made of names of letters, digits, '-', '_' and '.' \
+             separated by '/', none empty or starting with '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// The exported path on the NFS server, e.g. `/exports/k8s`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharePath(String);
+
+impl SharePath {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let rest = raw.strip_prefix('/').ok_or_else(|| {
+            Error::InvalidArgument(format!("share {raw:?} must be an absolute path"))
+        })?;
+        if !rest.is_empty() {
+            check_components("share", rest)?;
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A volume's directory below its share, e.g. `pvc-1` or `team/pvc-1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubDir(String);
+
+impl SubDir {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        if raw.is_empty() {
+            return Err(Error::InvalidArgument("subDir must not be empty".into()));
+        }
+        check_components("subDir", raw)?;
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The components, outermost first.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+}
+
+/// An NFS volume's id: everything needed to find the volume again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsVolumeId {
+    pub server: NfsServer,
+    pub port: u16,
+    pub share: SharePath,
+    pub subdir: SubDir,
+    pub on_delete: OnDelete,
+}
+
+/// A parsed, validated volume id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeId {
+    /// `local:<node>:<key>`
+    Local(LocalVolumeId),
+    /// `nfs:<d|r|a>:<port>:<server>#<share>#<subdir>`
+    Nfs(NfsVolumeId),
+}
+
 impl VolumeId {
     pub fn local(node: NodeId, key: VolumeKey) -> Self {
-        Self {
-            backend: BackendKind::Local,
-            node,
-            key,
-        }
+        VolumeId::Local(LocalVolumeId { node, key })
     }
 
     pub fn parse(raw: &str) -> Result<Self, Error> {
@@ -174,23 +297,74 @@ impl VolumeId {
         let malformed = |why: String| {
             Error::InvalidArgument(format!("volume_id {raw:?} is not a Cairn volume id: {why}"))
         };
-        let mut parts = raw.splitn(3, ':');
-        let (Some(tag), Some(node), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(malformed("expected <backend>:<node>:<volume>".into()));
-        };
-        let backend = match tag {
-            "local" => BackendKind::Local,
-            other => return Err(malformed(format!("unknown backend {other:?}"))),
-        };
-        let node = NodeId::parse(node).map_err(|e| malformed(e.to_string()))?;
-        let key = VolumeKey::parse(key).map_err(|e| malformed(e.to_string()))?;
-        Ok(Self { backend, node, key })
+        let (tag, rest) = raw
+            .split_once(':')
+            .ok_or_else(|| malformed("expected <backend>:...".into()))?;
+        match tag {
+            "local" => {
+                let (node, key) = rest
+                    .split_once(':')
+                    .ok_or_else(|| malformed("expected local:<node>:<volume>".into()))?;
+                let node = NodeId::parse(node).map_err(|e| malformed(e.to_string()))?;
+                let key = VolumeKey::parse(key).map_err(|e| malformed(e.to_string()))?;
+                Ok(Self::local(node, key))
+            }
+            "nfs" => {
+                let shape =
+                    || malformed("expected nfs:<d|r|a>:<port>:<server>#<share>#<subdir>".into());
+                let mut head = rest.splitn(3, ':');
+                let (Some(policy), Some(port), Some(location)) =
+                    (head.next(), head.next(), head.next())
+                else {
+                    return Err(shape());
+                };
+                let on_delete = OnDelete::from_tag(policy).ok_or_else(shape)?;
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(shape)?;
+                let mut parts = location.split('#');
+                let (Some(server), Some(share), Some(subdir), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(shape());
+                };
+                Ok(VolumeId::Nfs(NfsVolumeId {
+                    server: NfsServer::parse(server).map_err(|e| malformed(e.to_string()))?,
+                    port,
+                    share: SharePath::parse(share).map_err(|e| malformed(e.to_string()))?,
+                    subdir: SubDir::parse(subdir).map_err(|e| malformed(e.to_string()))?,
+                    on_delete,
+                }))
+            }
+            other => Err(malformed(format!("unknown backend {other:?}"))),
+        }
+    }
+
+    /// The key calls on this volume serialize on.
+    pub fn lock_key(&self) -> String {
+        match self {
+            VolumeId::Local(id) => id.key.to_string(),
+            VolumeId::Nfs(_) => self.to_string(),
+        }
     }
 }
 
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.backend.tag(), self.node, self.key)
+        match self {
+            VolumeId::Local(id) => write!(f, "local:{}:{}", id.node, id.key),
+            VolumeId::Nfs(id) => write!(
+                f,
+                "nfs:{}:{}:{}#{}#{}",
+                id.on_delete.tag(),
+                id.port,
+                id.server.as_str(),
+                id.share.as_str(),
+                id.subdir.as_str()
+            ),
+        }
     }
 }
 
@@ -247,10 +421,19 @@ mod tests {
     #[test]
     fn ids_round_trip() {
         let id = VolumeId::parse("local:node-a:pvc-1").unwrap();
-        assert_eq!(id.backend, BackendKind::Local);
-        assert_eq!(id.node.as_str(), "node-a");
-        assert_eq!(id.key.as_str(), "pvc-1");
+        let VolumeId::Local(local) = &id else {
+            panic!("{id:?}")
+        };
+        assert_eq!(local.node.as_str(), "node-a");
+        assert_eq!(local.key.as_str(), "pvc-1");
         assert_eq!(id.to_string(), "local:node-a:pvc-1");
+        for raw in [
+            "nfs:d:2049:10.0.0.5#/exports/k8s#pvc-1",
+            "nfs:a:20490:fd00::5#/#team/pvc-1",
+            "nfs:r:2049:nfs.example.com#/srv#a/b/c",
+        ] {
+            assert_eq!(VolumeId::parse(raw).unwrap().to_string(), raw);
+        }
     }
 
     #[test]
@@ -260,6 +443,16 @@ mod tests {
             "pvc-1",
             "local:node-a",
             "nfs:node-a:pvc-1",
+            "nfs:x:2049:h#/e#v",
+            "nfs:d:0:h#/e#v",
+            "nfs:d:2049:h#e#v",
+            "nfs:d:2049:h#/e#../v",
+            "nfs:d:2049:h#/e#/v",
+            "nfs:d:2049:h#/e/../x#v",
+            "nfs:d:2049:h#/e#v#x",
+            "nfs:d:2049:h#/e#.hidden",
+            "nfs:d:2049:h/x#/e#v",
+            "nfs:d:2049:h#/e#a//b",
             "local:node-a:../x",
             "local:node-a:..",
             "local:node/a:pvc",

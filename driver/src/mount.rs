@@ -90,7 +90,9 @@ fn statx(path: &Path) -> io::Result<rustix::fs::Statx> {
     rustix::fs::statx(
         CWD,
         path,
-        AtFlags::SYMLINK_NOFOLLOW,
+        // DONT_SYNC: cached attributes are enough to tell a mount root and an
+        // inode, and a network filesystem's server is never waited on.
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
         StatxFlags::TYPE | StatxFlags::INO | StatxFlags::MNT_ID,
     )
     .map_err(io::Error::from)
@@ -201,6 +203,9 @@ fn mount_setattr(fd: BorrowedFd<'_>, flags: BindFlags) -> io::Result<()> {
 
 /// Unmounts everything mounted at `path` (stacked mounts included) without
 /// following a symlink there. Returns whether anything was unmounted.
+///
+/// It never stats the mount: on an NFS mount whose server is gone a stat
+/// blocks, while umount2 resolves the path without asking the server.
 /// A busy mount is detached lazily: the kubelet has already stopped the
 /// containers, and a retry loop on EBUSY would never end.
 pub fn unmount_all(path: &Path) -> io::Result<bool> {
@@ -208,25 +213,84 @@ pub fn unmount_all(path: &Path) -> io::Result<bool> {
     const MAX_STACKED: usize = 16;
     let mut unmounted = false;
     for _ in 0..MAX_STACKED {
-        match inspect(path)? {
-            Some(state) if state.is_mount_root => {}
-            _ => return Ok(unmounted),
-        }
         match rustix::mount::unmount(path, UnmountFlags::NOFOLLOW) {
-            Ok(()) => {}
+            Ok(()) => unmounted = true,
             Err(rustix::io::Errno::BUSY) => {
-                rustix::mount::unmount(path, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)?
+                rustix::mount::unmount(path, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)?;
+                unmounted = true;
             }
-            // Raced with another unmount: nothing mounted any more.
-            Err(rustix::io::Errno::INVAL) => return Ok(unmounted),
+            // Not a mount point (any more), or not there at all.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => return Ok(unmounted),
             Err(e) => return Err(e.into()),
         }
-        unmounted = true;
     }
     Err(io::Error::other(format!(
         "more than {MAX_STACKED} mounts stacked at {}",
         path.display()
     )))
+}
+
+/// Mounts the NFS export `source` (`server:/path`) at `target` with the
+/// kernel client, giving up after `deadline`.
+///
+/// It runs the system's mount helper (`mount.nfs`, nfs-common) rather than
+/// mount(2): the helper resolves the server, negotiates the version, talks
+/// to rpcbind and mountd for NFSv3 and sets up locking — what every
+/// distribution tests. It runs as a child process, so a server that does
+/// not answer costs a killed process, never a thread stuck in the kernel
+/// that would block later mounts to the same server.
+pub fn mount_nfs(
+    source: &str,
+    target: &Path,
+    options: &str,
+    deadline: std::time::Duration,
+) -> io::Result<()> {
+    let helper = ["/sbin/mount.nfs", "/usr/sbin/mount.nfs"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("mount.nfs");
+    let mut child = std::process::Command::new(helper)
+        .arg(source)
+        .arg(target)
+        .arg("-o")
+        .arg(options)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run {helper}: {e} (install nfs-common)"),
+            )
+        })?;
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            return Err(io::Error::other(format!(
+                "{helper} {source} failed ({status}): {}",
+                stderr.trim()
+            )));
+        }
+        if started.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            // The kernel may have finished the mount as the helper died.
+            let _ = unmount_all(target);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{helper} {source} did not finish within {deadline:?}"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Volume mounts held on the node, by where they are mounted.

@@ -12,13 +12,13 @@ use cairn_proto::v1::node_service_capability::{rpc::Type as RpcType, Rpc, Type};
 use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::backend::Health;
-use crate::capability::{self, check_one_well_formed};
+use crate::backend::{Backend, Stats};
+use crate::capability::check_one_well_formed;
 use crate::controller::volume_condition;
 use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
 use crate::ids::VolumeId;
-use crate::mount::{self, BindFlags, PathState};
+use crate::mount::{self, PathState};
 use crate::paths::{KubeletDir, KubeletPath};
 use crate::rpc::{blocking, observe};
 use crate::topology;
@@ -37,10 +37,15 @@ const TARGET_DIR_MODE: u32 = 0o750;
 
 /// Validates a node-side capability: malformed is InvalidArgument, one the
 /// volume cannot serve is FailedPrecondition (spec: "Exceeds capabilities").
-fn check_capability(cap: Option<&VolumeCapability>) -> Result<&VolumeCapability> {
+fn check_capability<'a>(
+    backend: &dyn Backend,
+    cap: Option<&'a VolumeCapability>,
+) -> Result<&'a VolumeCapability> {
     let cap = cap.ok_or_else(|| missing("volume_capability"))?;
     check_one_well_formed(cap, "volume_capability")?;
-    capability::local_supports(cap).map_err(|u| Error::FailedPrecondition(u.0))?;
+    backend
+        .supports(cap)
+        .map_err(|u| Error::FailedPrecondition(u.0))?;
     Ok(cap)
 }
 
@@ -48,15 +53,23 @@ fn inspect(path: &Path) -> Result<Option<PathState>> {
     mount::inspect(path).map_err(Error::io("inspect", path))
 }
 
-fn create_target_dir(path: &Path) -> Result<()> {
+/// Makes sure `path` is a directory to mount on, creating it if missing.
+fn mount_point_dir(path: &Path) -> Result<Option<PathState>> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
-        .mode(TARGET_DIR_MODE)
-        .create(path)
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::io("create", path)(e)),
+    match inspect(path)? {
+        Some(state) if state.is_mount_root || state.is_dir => Ok(Some(state)),
+        Some(_) => Err(Error::FailedPrecondition(format!(
+            "{} exists and is not a directory",
+            path.display()
+        ))),
+        None => match std::fs::DirBuilder::new()
+            .mode(TARGET_DIR_MODE)
+            .create(path)
+        {
+            Ok(()) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::io("create", path)(e)),
+        },
     }
 }
 
@@ -67,6 +80,27 @@ fn resolve_existing(kubelet: &KubeletDir, path: &KubeletPath) -> Result<Option<P
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+fn usage_to_wire(stats: &Stats) -> Vec<VolumeUsage> {
+    let Some(u) = stats.usage else {
+        return Vec::new();
+    };
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    vec![
+        VolumeUsage {
+            available: n(u.bytes_available),
+            total: n(u.bytes_total),
+            used: n(u.bytes_used),
+            unit: volume_usage::Unit::Bytes as i32,
+        },
+        VolumeUsage {
+            available: n(u.inodes_available),
+            total: n(u.inodes_total),
+            used: n(u.inodes_used),
+            unit: volume_usage::Unit::Inodes as i32,
+        },
+    ]
 }
 
 impl NodeService {
@@ -81,34 +115,13 @@ impl NodeService {
         let id = VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
-        check_capability(req.volume_capability.as_ref())?;
+        let backend = self.0.backends.for_id(&id)?;
+        let cap = check_capability(&*backend, req.volume_capability.as_ref())?.clone();
         let _guard = self.0.locks.lock(&req.volume_id).await;
-        let backend = self.0.backend.clone();
         blocking(move || {
-            let data = backend.data_dir(&id)?;
             let staging = kubelet.resolve(&staging, true)?;
-            match inspect(&staging)? {
-                Some(state) if state.is_mount_root => {
-                    let source = inspect(&data)?;
-                    if source.is_some_and(|s| s.same_inode(&state)) {
-                        return Ok(NodeStageVolumeResponse {});
-                    }
-                    return Err(Error::AlreadyExists(format!(
-                        "{} already has another mount; volume {id} cannot be staged there",
-                        staging.display()
-                    )));
-                }
-                Some(state) if !state.is_dir => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "{} is not a directory",
-                        staging.display()
-                    )))
-                }
-                Some(_) => {}
-                None => create_target_dir(&staging)?,
-            }
-            mount::bind(&data, &staging, BindFlags::default())
-                .map_err(Error::io("bind-mount volume at", &staging))?;
+            mount_point_dir(&staging)?;
+            backend.stage(&id, &staging, &cap)?;
             Ok(NodeStageVolumeResponse {})
         })
         .await
@@ -133,7 +146,8 @@ impl NodeService {
         let id = VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
-        let cap = check_capability(req.volume_capability.as_ref())?;
+        let backend = self.0.backends.for_id(&id)?;
+        let cap = check_capability(&*backend, req.volume_capability.as_ref())?;
         if req.staging_target_path.is_empty() {
             return Err(Error::FailedPrecondition(
                 "staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)"
@@ -150,42 +164,28 @@ impl NodeService {
                 "inline ephemeral volumes are not supported by this driver yet".into(),
             ));
         }
-        let mut flags =
-            BindFlags::parse(capability::mount_flags(cap)).map_err(Error::InvalidArgument)?;
-        if req.readonly || capability::is_read_only_mode(cap) {
+        let mut flags = backend.publish_flags(cap)?;
+        if req.readonly || crate::capability::is_read_only_mode(cap) {
             flags = flags.read_only();
         }
         let _guard = self.0.locks.lock(&req.volume_id).await;
-        let backend = self.0.backend.clone();
         blocking(move || {
-            let data = backend.data_dir(&id)?;
-            let source = inspect(&data)?
-                .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
             let staging = kubelet
                 .resolve(&staging, false)
                 .map_err(|e| not_staged(&id, e))?;
-            match inspect(&staging)? {
-                Some(state) if state.is_mount_root && state.same_inode(&source) => {}
-                _ => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "volume {id} is not staged at {}; call NodeStageVolume first",
-                        staging.display()
-                    )))
-                }
+            if !backend.is_staged(&id, &staging)? {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id} is not staged at {}; call NodeStageVolume first",
+                    staging.display()
+                )));
             }
+            let staged = inspect(&staging)?
+                .ok_or_else(|| Error::FailedPrecondition(format!("volume {id} is not staged")))?;
             let target = kubelet.resolve(&target, true)?;
-            match inspect(&target)? {
-                Some(state) if state.is_mount_root => {
-                    return already_published(&id, &target, &state, &source, flags);
+            if let Some(state) = mount_point_dir(&target)? {
+                if state.is_mount_root {
+                    return already_published(&id, &target, &state, &staged, flags);
                 }
-                Some(state) if !state.is_dir => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "{} exists and is not a directory",
-                        target.display()
-                    )))
-                }
-                Some(_) => {}
-                None => create_target_dir(&target)?,
             }
             mount::bind(&staging, &target, flags)
                 .map_err(Error::io("bind-mount volume at", &target))?;
@@ -223,38 +223,18 @@ impl NodeService {
         let id = VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
         let path = kubelet.check(&req.volume_path, "volume_path")?;
-        let backend = self.0.backend.clone();
+        let backend = self.0.backends.for_id(&id)?;
         blocking(move || {
-            let not_found = || {
+            let path = resolve_existing(&kubelet, &path)?.ok_or_else(|| {
                 Error::NotFound(format!(
                     "volume {id} is not published at {}",
                     req.volume_path
                 ))
-            };
-            let path = resolve_existing(&kubelet, &path)?.ok_or_else(not_found)?;
-            let state = inspect(&path)?.ok_or_else(not_found)?;
-            let health = backend.health(&id);
-            if state.is_mount_root {
-                if let Ok(data) = backend.data_dir(&id) {
-                    if !inspect(&data)?.is_some_and(|s| s.same_inode(&state)) {
-                        return Err(not_found());
-                    }
-                }
-            } else if backend.get(&id)?.is_none() {
-                return Err(not_found());
-            }
-            let condition = match (state.is_mount_root, health) {
-                (false, _) => Health::Abnormal(format!("nothing is mounted at {}", path.display())),
-                (true, health) => health,
-            };
-            let usage = if state.is_mount_root {
-                usage_of(&path)?
-            } else {
-                Vec::new()
-            };
+            })?;
+            let stats = backend.stats(&id, &path)?;
             Ok(NodeGetVolumeStatsResponse {
-                usage,
-                volume_condition: Some(volume_condition(condition)),
+                usage: usage_to_wire(&stats),
+                volume_condition: Some(volume_condition(stats.health)),
             })
         })
         .await
@@ -270,16 +250,16 @@ fn not_staged(id: &VolumeId, err: Error) -> Error {
     }
 }
 
-/// A mount is already at the target: the same volume with the same
+/// A mount is already at the target: the staged volume with the same
 /// read-only flag is success, anything else a conflict.
 fn already_published(
     id: &VolumeId,
     target: &Path,
     state: &PathState,
-    source: &PathState,
-    flags: BindFlags,
+    staged: &PathState,
+    flags: mount::BindFlags,
 ) -> Result<NodePublishVolumeResponse> {
-    if !state.same_inode(source) {
+    if !state.same_inode(staged) {
         return Err(Error::AlreadyExists(format!(
             "{} already has another mount; volume {id} cannot be published there",
             target.display()
@@ -294,26 +274,6 @@ fn already_published(
         )));
     }
     Ok(NodePublishVolumeResponse {})
-}
-
-fn usage_of(path: &Path) -> Result<Vec<VolumeUsage>> {
-    let st = mount::usage(path).map_err(Error::io("statvfs", path))?;
-    let bytes = |blocks: u64| i64::try_from(blocks.saturating_mul(st.f_frsize)).unwrap_or(i64::MAX);
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    Ok(vec![
-        VolumeUsage {
-            available: bytes(st.f_bavail),
-            total: bytes(st.f_blocks),
-            used: bytes(st.f_blocks.saturating_sub(st.f_bfree)),
-            unit: volume_usage::Unit::Bytes as i32,
-        },
-        VolumeUsage {
-            available: count(st.f_favail),
-            total: count(st.f_files),
-            used: count(st.f_files.saturating_sub(st.f_ffree)),
-            unit: volume_usage::Unit::Inodes as i32,
-        },
-    ])
 }
 
 #[tonic::async_trait]
@@ -409,10 +369,20 @@ impl Node for NodeService {
         _request: Request<NodeGetInfoRequest>,
     ) -> Result<Response<NodeGetInfoResponse>, Status> {
         observe("NodeGetInfo", "", async {
+            let node =
+                self.0.node.as_ref().ok_or_else(|| {
+                    Error::Internal("the node service runs without a node id".into())
+                })?;
             Ok(NodeGetInfoResponse {
-                node_id: self.0.node.to_string(),
+                node_id: node.to_string(),
                 max_volumes_per_node: self.0.max_volumes_per_node,
-                accessible_topology: Some(topology::of_node(&self.0.node)),
+                // Only local volumes are bound to nodes.
+                accessible_topology: self
+                    .0
+                    .backends
+                    .local
+                    .is_some()
+                    .then(|| topology::of_node(node)),
             })
         })
         .await

@@ -12,9 +12,11 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::backend::local::LocalBackend;
+use crate::backend::nfs::NfsBackend;
+use crate::backend::Backends;
 use crate::cli::ServeArgs;
 use crate::controller::ControllerService;
-use crate::driver::{check_driver_name, Driver};
+use crate::driver::{check_driver_name, BackendChoice, Driver};
 use crate::identity::IdentityService;
 use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
@@ -22,20 +24,45 @@ use crate::node::NodeService;
 use crate::paths::KubeletDir;
 use crate::{health, rpc, signal, socket};
 
-/// Builds the driver from flags, failing with what to fix.
+/// Builds the driver from flags, failing with what to fix. Runs inside the
+/// async runtime (the NFS backend keeps a handle to it).
 pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
     check_driver_name(&args.driver_name).map_err(anyhow::Error::msg)?;
-    let node = NodeId::parse(&args.node_id).context("--node-id")?;
+    let serves_local = args.backends.contains(&BackendChoice::Local);
+    let node = match &args.node_id {
+        Some(id) => Some(NodeId::parse(id).context("--node-id")?),
+        None if serves_local || args.mode.serves_node() => {
+            bail!("--node-id (or NODE_ID) is required to serve local volumes or the node service")
+        }
+        None => None,
+    };
     if args.max_volumes_per_node < 0 {
         bail!("--max-volumes-per-node must be 0 (no limit) or more");
     }
-    let backend = LocalBackend::open(node.clone(), &args.local_root, args.default_volume_size)
-        .with_context(|| {
-            format!(
-                "--local-root {}: create the directory or point the flag at one",
-                args.local_root.display()
-            )
-        })?;
+    let mut backends = Backends::default();
+    if let (true, Some(node)) = (serves_local, &node) {
+        let local = LocalBackend::open(node.clone(), &args.local_root, args.default_volume_size)
+            .with_context(|| {
+                format!(
+                    "--local-root {}: create the directory, point the flag at one, \
+                     or leave local out of --backends",
+                    args.local_root.display()
+                )
+            })?;
+        backends.local = Some(Arc::new(local));
+    }
+    if args.backends.contains(&BackendChoice::Nfs) {
+        let timeout = Duration::from_secs(args.nfs_timeout.max(1));
+        backends.nfs = Some(Arc::new(NfsBackend::new(
+            timeout,
+            timeout,
+            args.default_volume_size,
+            tokio::runtime::Handle::current(),
+        )));
+    }
+    if backends.local.is_none() && backends.nfs.is_none() {
+        bail!("--backends names no backend to serve");
+    }
     let kubelet = if args.mode.serves_node() {
         Some(KubeletDir::open(&args.kubelet_dir).with_context(|| {
             format!(
@@ -50,7 +77,7 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
         name: args.driver_name.clone(),
         mode: args.mode,
         node,
-        backend: Arc::new(backend),
+        backends,
         kubelet,
         max_volumes_per_node: args.max_volumes_per_node,
         locks: KeyedLocks::default(),
@@ -130,7 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         endpoint = %path.display(),
         mode = ?args.mode,
-        node = %driver.node,
+        node = ?driver.node.as_ref().map(|n| n.to_string()),
         driver = %driver.name,
         version = env!("CARGO_PKG_VERSION"),
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -17,11 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Health, NewVolume, Page, Volume};
+use cairn_proto::v1::VolumeCapability;
+
+use super::{Backend, Health, NewVolume, Stats, Usage, Volume};
+use crate::capability::{self, Unsupported};
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, VolumeId, VolumeKey};
-use crate::mount::MountCounts;
+use crate::ids::{LocalVolumeId, NodeId, VolumeId, VolumeKey};
+use crate::mount::{self, BindFlags, MountCounts};
 
 const META_FILE: &str = "meta.json";
 const DATA_DIR: &str = "data";
@@ -43,6 +46,14 @@ struct Meta {
     parameters: BTreeMap<String, String>,
 }
 
+/// One page of a volume listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub volumes: Vec<Volume>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<VolumeKey>,
+}
+
 #[derive(Debug)]
 pub struct LocalBackend {
     node: NodeId,
@@ -53,7 +64,7 @@ pub struct LocalBackend {
 
 /// Checks StorageClass parameters for a local volume; unknown keys are
 /// refused by name so a typo does not silently change behaviour.
-pub fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
+fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
     let unknown: Vec<&str> = parameters
         .keys()
         .map(String::as_str)
@@ -127,15 +138,16 @@ impl LocalBackend {
         format!("{key}.{}.{n}", std::process::id())
     }
 
-    /// Errors for ids this node does not own.
-    fn check_owned(&self, id: &VolumeId) -> Result<()> {
-        if id.node != self.node {
-            return Err(Error::NotFound(format!(
+    /// The local part of `id`, if this node owns it.
+    fn owned<'a>(&self, id: &'a VolumeId) -> Result<&'a LocalVolumeId> {
+        match id {
+            VolumeId::Local(local) if local.node == self.node => Ok(local),
+            VolumeId::Local(local) => Err(Error::NotFound(format!(
                 "volume {id} lives on node {}, not on {}",
-                id.node, self.node
-            )));
+                local.node, self.node
+            ))),
+            VolumeId::Nfs(_) => Err(Error::Internal(format!("{id} is not a local volume"))),
         }
-        Ok(())
     }
 
     fn read_meta(&self, key: &VolumeKey) -> Result<Option<Meta>> {
@@ -153,9 +165,9 @@ impl LocalBackend {
     fn to_volume(&self, key: VolumeKey, meta: Meta) -> Volume {
         Volume {
             id: VolumeId::local(self.node.clone(), key),
-            name: meta.name,
             capacity_bytes: meta.capacity_bytes,
             parameters: meta.parameters,
+            node: Some(self.node.clone()),
         }
     }
 
@@ -174,9 +186,10 @@ impl LocalBackend {
             let record = serde_json::to_vec_pretty(meta)
                 .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
             durable::write_new_file(&scratch.join(META_FILE), &record)?;
-            durable::sync_dir(&data)?;
+            // Makes both entries (data/, meta.json) durable; the empty data/
+            // directory itself has nothing to flush.
             durable::sync_dir(&scratch)?;
-            durable::rename(&scratch, &self.volume_dir(key))
+            durable::rename(&scratch, &self.volume_dir(key), &self.volumes_dir())
         })();
         if result.is_err() {
             // Best effort; anything left is cleared at the next start.
@@ -201,7 +214,103 @@ fn clear_dir(dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+impl LocalBackend {
+    /// Volumes in key order, starting after `after`, at most `max` (0: all).
+    pub fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
+        let dir = self.volumes_dir();
+        let mut keys: Vec<VolumeKey> = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
+            let entry = entry.map_err(Error::io("read", &dir))?;
+            // Entries that are not volume keys are not ours to report.
+            if let Some(key) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| VolumeKey::parse(n).ok())
+            {
+                if after.is_none_or(|a| &key > a) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        let limit = if max == 0 { keys.len() } else { max };
+        let next = (keys.len() > limit).then(|| keys[limit - 1].clone());
+        let mut volumes = Vec::with_capacity(limit.min(keys.len()));
+        for key in keys.into_iter().take(limit) {
+            // Deleted since the directory was read: skip it.
+            if let Some(meta) = self.read_meta(&key)? {
+                volumes.push(self.to_volume(key, meta));
+            }
+        }
+        Ok(Page { volumes, next })
+    }
+
+    /// Largest volume that could ever be provisioned here.
+    pub fn max_volume_bytes(&self) -> Result<u64> {
+        let st = self.statvfs()?;
+        Ok(st.f_blocks.saturating_mul(st.f_frsize))
+    }
+
+    /// Cheap readiness check for Probe: one stat of the volumes directory.
+    pub fn ready(&self) -> Result<()> {
+        let dir = self.volumes_dir();
+        let meta = std::fs::metadata(&dir).map_err(Error::io("stat", &dir))?;
+        if !meta.is_dir() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// How many volumes exist (for metrics; reads one directory).
+    pub fn count(&self) -> Result<usize> {
+        let dir = self.volumes_dir();
+        Ok(std::fs::read_dir(&dir)
+            .map_err(Error::io("read", &dir))?
+            .filter(|e| e.is_ok())
+            .count())
+    }
+
+    /// Local volume mounts under the kubelet dir (for metrics).
+    pub fn count_mounts(&self, kubelet: &Path) -> Result<MountCounts> {
+        let dir = self.volumes_dir();
+        let dev = mount::inspect(&dir)
+            .map_err(Error::io("inspect", &dir))?
+            .ok_or_else(|| Error::NotFound(format!("{} is gone", dir.display())))?
+            .dev;
+        mount::count_volume_mounts(dev, kubelet).map_err(Error::io("read", "/proc/self/mountinfo"))
+    }
+
+    /// The directory a volume's pods see; NotFound when it is gone.
+    fn data_dir(&self, id: &VolumeId) -> Result<PathBuf> {
+        let local = self.owned(id)?;
+        let data = self.volume_dir(&local.key).join(DATA_DIR);
+        match mount::inspect(&data).map_err(Error::io("inspect", &data))? {
+            Some(state) if state.is_dir => Ok(data),
+            _ => Err(Error::NotFound(format!("volume {id} does not exist"))),
+        }
+    }
+}
+
 impl Backend for LocalBackend {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn node(&self) -> Option<&NodeId> {
+        Some(&self.node)
+    }
+
+    fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
+        check_parameters(parameters)
+    }
+
+    fn supports(&self, capability: &VolumeCapability) -> Result<(), Unsupported> {
+        capability::local_supports(capability)
+    }
+
     fn create(&self, request: &NewVolume) -> Result<Volume> {
         check_parameters(&request.parameters)?;
         let key = request.name.key();
@@ -239,90 +348,40 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, id: &VolumeId) -> Result<()> {
-        if id.node != self.node {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {id} lives on node {}; delete it there (this is {})",
-                id.node, self.node
-            )));
-        }
-        let dir = self.volume_dir(&id.key);
-        let doomed = self.trash_dir().join(self.scratch_name(&id.key));
-        match std::fs::rename(&dir, &doomed) {
+        let local = match self.owned(id) {
+            Ok(local) => local,
+            Err(Error::NotFound(why)) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{why}; delete it from there"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let dir = self.volume_dir(&local.key);
+        let doomed = self.trash_dir().join(self.scratch_name(&local.key));
+        match durable::rename(&dir, &doomed, &self.volumes_dir()) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("rename", &dir)(e)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
         }
-        durable::sync_dir(&self.volumes_dir())?;
         std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))
     }
 
     fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
-        if id.node != self.node {
+        let Ok(local) = self.owned(id) else {
             return Ok(None);
-        }
+        };
         Ok(self
-            .read_meta(&id.key)?
-            .map(|meta| self.to_volume(id.key.clone(), meta)))
+            .read_meta(&local.key)?
+            .map(|meta| self.to_volume(local.key.clone(), meta)))
     }
 
-    fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
-        let dir = self.volumes_dir();
-        let mut keys: Vec<VolumeKey> = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
-            let entry = entry.map_err(Error::io("read", &dir))?;
-            // Entries that are not volume keys are not ours to report.
-            if let Some(key) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| VolumeKey::parse(n).ok())
-            {
-                if after.is_none_or(|a| &key > a) {
-                    keys.push(key);
-                }
-            }
-        }
-        keys.sort();
-        let limit = if max == 0 { keys.len() } else { max };
-        let next = (keys.len() > limit).then(|| keys[limit - 1].clone());
-        let mut volumes = Vec::with_capacity(limit.min(keys.len()));
-        for key in keys.into_iter().take(limit) {
-            // Deleted since the directory was read: skip it.
-            if let Some(meta) = self.read_meta(&key)? {
-                volumes.push(self.to_volume(key, meta));
-            }
-        }
-        Ok(Page { volumes, next })
-    }
-
-    fn available_bytes(&self) -> Result<u64> {
+    fn available_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64> {
+        check_parameters(parameters)?;
         let st = self.statvfs()?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
-    }
-
-    fn max_volume_bytes(&self) -> Result<u64> {
-        let st = self.statvfs()?;
-        Ok(st.f_blocks.saturating_mul(st.f_frsize))
-    }
-
-    fn ready(&self) -> Result<()> {
-        let dir = self.volumes_dir();
-        let meta = std::fs::metadata(&dir).map_err(Error::io("stat", &dir))?;
-        if !meta.is_dir() {
-            return Err(Error::FailedPrecondition(format!(
-                "{} is not a directory",
-                dir.display()
-            )));
-        }
-        Ok(())
-    }
-
-    fn data_dir(&self, id: &VolumeId) -> Result<PathBuf> {
-        self.check_owned(id)?;
-        let data = self.volume_dir(&id.key).join(DATA_DIR);
-        match crate::mount::inspect(&data).map_err(Error::io("inspect", &data))? {
-            Some(state) if state.is_dir => Ok(data),
-            _ => Err(Error::NotFound(format!("volume {id} does not exist"))),
-        }
     }
 
     fn health(&self, id: &VolumeId) -> Health {
@@ -332,22 +391,74 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn count(&self) -> Result<usize> {
-        let dir = self.volumes_dir();
-        Ok(std::fs::read_dir(&dir)
-            .map_err(Error::io("read", &dir))?
-            .filter(|e| e.is_ok())
-            .count())
+    fn stage(&self, id: &VolumeId, staging: &Path, _capability: &VolumeCapability) -> Result<()> {
+        let data = self.data_dir(id)?;
+        if let Some(state) = mount::inspect(staging).map_err(Error::io("inspect", staging))? {
+            if state.is_mount_root {
+                let source = mount::inspect(&data).map_err(Error::io("inspect", &data))?;
+                if source.is_some_and(|s| s.same_inode(&state)) {
+                    return Ok(());
+                }
+                return Err(Error::AlreadyExists(format!(
+                    "{} already has another mount; volume {id} cannot be staged there",
+                    staging.display()
+                )));
+            }
+        }
+        // Read-only and mount flags are applied per publish, not here.
+        mount::bind(&data, staging, BindFlags::default())
+            .map_err(Error::io("bind-mount volume at", staging))
     }
 
-    fn count_mounts(&self, kubelet: &Path) -> Result<MountCounts> {
-        let dir = self.volumes_dir();
-        let dev = crate::mount::inspect(&dir)
-            .map_err(Error::io("inspect", &dir))?
-            .ok_or_else(|| Error::NotFound(format!("{} is gone", dir.display())))?
-            .dev;
-        crate::mount::count_volume_mounts(dev, kubelet)
-            .map_err(Error::io("read", "/proc/self/mountinfo"))
+    fn publish_flags(&self, capability: &VolumeCapability) -> Result<BindFlags> {
+        BindFlags::parse(capability::mount_flags(capability)).map_err(Error::InvalidArgument)
+    }
+
+    fn is_staged(&self, id: &VolumeId, staging: &Path) -> Result<bool> {
+        let data = self.data_dir(id)?;
+        let source = mount::inspect(&data).map_err(Error::io("inspect", &data))?;
+        let staged = mount::inspect(staging).map_err(Error::io("inspect", staging))?;
+        Ok(match (source, staged) {
+            (Some(source), Some(staged)) => staged.is_mount_root && staged.same_inode(&source),
+            _ => false,
+        })
+    }
+
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats> {
+        let not_found = || {
+            Error::NotFound(format!(
+                "volume {id} is not published at {}",
+                path.display()
+            ))
+        };
+        let state = mount::inspect(path)
+            .map_err(Error::io("inspect", path))?
+            .ok_or_else(not_found)?;
+        let health = self.health(id);
+        if !state.is_mount_root {
+            if self.get(id)?.is_none() {
+                return Err(not_found());
+            }
+            return Ok(Stats {
+                usage: None,
+                health: Health::Abnormal(format!("nothing is mounted at {}", path.display())),
+            });
+        }
+        // A mount of something else is not this volume. When the volume's
+        // directory is gone the mount cannot be compared; report it abnormal.
+        if let Ok(data) = self.data_dir(id) {
+            let same = mount::inspect(&data)
+                .map_err(Error::io("inspect", &data))?
+                .is_some_and(|s| s.same_inode(&state));
+            if !same {
+                return Err(not_found());
+            }
+        }
+        let st = mount::usage(path).map_err(Error::io("statvfs", path))?;
+        Ok(Stats {
+            usage: Some(Usage::from_statvfs(&st)),
+            health,
+        })
     }
 }
 
@@ -369,6 +480,7 @@ mod tests {
                 limit: None,
             },
             parameters: BTreeMap::new(),
+            mount_flags: Vec::new(),
         }
     }
 
@@ -436,13 +548,18 @@ mod tests {
         let mut after = None;
         loop {
             let page = b.list(after.as_ref(), 3).unwrap();
-            seen.extend(page.volumes.into_iter().map(|v| v.name));
+            seen.extend(page.volumes.into_iter().map(|v| v.id.to_string()));
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
         }
-        assert_eq!(seen, (0..7).map(|i| format!("v{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            seen,
+            (0..7)
+                .map(|i| format!("local:node-a:v{i}"))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

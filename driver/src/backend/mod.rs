@@ -1,71 +1,168 @@
-//! What a volume *is*: the [`Backend`] trait and its implementations.
+//! What a volume *is*: the [`Backend`] trait and its implementations, and
+//! [`Backends`], which picks one by volume id or StorageClass parameters.
 //! The gRPC adapters validate requests and call these; they never touch
-//! storage themselves. All methods block on I/O: call them off the runtime.
+//! storage themselves. All methods may block on I/O: call them off the
+//! async runtime (see `rpc::blocking`).
 
 pub mod local;
+pub mod nfs;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
+use cairn_proto::v1::VolumeCapability;
+
+use crate::capability::Unsupported;
 use crate::capacity::Range;
-use crate::error::Result;
-use crate::ids::{VolumeId, VolumeKey, VolumeName};
-use crate::mount::MountCounts;
+use crate::error::{Error, Result};
+use crate::ids::{NodeId, VolumeId, VolumeName};
+use crate::mount::BindFlags;
 
 /// A CreateVolume request after validation.
 #[derive(Debug, Clone)]
 pub struct NewVolume {
     pub name: VolumeName,
     pub capacity: Range,
-    /// StorageClass parameters the backend understood, plus provisioner
-    /// metadata (`csi.storage.k8s.io/...`).
+    /// StorageClass parameters plus provisioner metadata (`csi.storage.k8s.io/...`).
     pub parameters: BTreeMap<String, String>,
+    /// Mount flags of the requested capabilities (StorageClass `mountOptions`).
+    pub mount_flags: Vec<String>,
 }
 
-/// A volume as recorded on disk.
+/// A volume as its backend records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     pub id: VolumeId,
-    pub name: String,
     pub capacity_bytes: u64,
     pub parameters: BTreeMap<String, String>,
+    /// The one node the volume can be used on; `None`: any node.
+    pub node: Option<NodeId>,
 }
 
-/// One page of a volume listing.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub volumes: Vec<Volume>,
-    /// Where the next page starts, if there is one.
-    pub next: Option<VolumeKey>,
-}
-
-/// Whether a volume's backing storage is usable.
+/// Whether a volume's storage is usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     Ok,
     Abnormal(String),
 }
 
+/// Filesystem usage of a published volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub bytes_total: u64,
+    pub bytes_available: u64,
+    pub bytes_used: u64,
+    pub inodes_total: u64,
+    pub inodes_available: u64,
+    pub inodes_used: u64,
+}
+
+impl Usage {
+    pub fn from_statvfs(st: &rustix::fs::StatVfs) -> Self {
+        let bytes = |blocks: u64| blocks.saturating_mul(st.f_frsize);
+        Self {
+            bytes_total: bytes(st.f_blocks),
+            bytes_available: bytes(st.f_bavail),
+            bytes_used: bytes(st.f_blocks.saturating_sub(st.f_bfree)),
+            inodes_total: st.f_files,
+            inodes_available: st.f_favail,
+            inodes_used: st.f_files.saturating_sub(st.f_ffree),
+        }
+    }
+}
+
+/// NodeGetVolumeStats' answer: usage when it could be read, and health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub usage: Option<Usage>,
+    pub health: Health,
+}
+
 pub trait Backend: Send + Sync + 'static {
+    /// Short name for logs and metrics.
+    fn kind(&self) -> &'static str;
+    /// The node this backend's volumes are bound to, if any (topology).
+    fn node(&self) -> Option<&NodeId>;
+    /// Refuses StorageClass parameters this backend does not understand.
+    fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()>;
+    /// Whether a volume of this backend can serve `capability`.
+    fn supports(&self, capability: &VolumeCapability) -> Result<(), Unsupported>;
     /// Creates the volume, or returns the existing one with that name when
     /// `request` is compatible with it (AlreadyExists otherwise).
     fn create(&self, request: &NewVolume) -> Result<Volume>;
     /// Deletes the volume; an unknown volume is already deleted.
     fn delete(&self, id: &VolumeId) -> Result<()>;
     fn get(&self, id: &VolumeId) -> Result<Option<Volume>>;
-    /// Volumes in key order, starting after `after`, at most `max` (0: all).
-    fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page>;
-    /// Bytes that can still be provisioned.
-    fn available_bytes(&self) -> Result<u64>;
-    /// Largest volume that could ever be provisioned.
-    fn max_volume_bytes(&self) -> Result<u64>;
-    /// Cheap readiness check for Probe.
-    fn ready(&self) -> Result<()>;
-    /// The directory NodeStageVolume binds at the staging path.
-    fn data_dir(&self, id: &VolumeId) -> Result<PathBuf>;
+    /// Bytes that can still be provisioned with these parameters.
+    fn available_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64>;
+    /// Controller-side health of a volume.
     fn health(&self, id: &VolumeId) -> Health;
-    /// How many volumes exist (for metrics; reads one directory).
-    fn count(&self) -> Result<usize>;
-    /// This backend's volume mounts under the kubelet dir (for metrics).
-    fn count_mounts(&self, kubelet: &Path) -> Result<MountCounts>;
+
+    /// Makes the volume available at `staging` (an existing directory under
+    /// the kubelet dir). Succeeds without change when it already is.
+    fn stage(&self, id: &VolumeId, staging: &Path, capability: &VolumeCapability) -> Result<()>;
+    /// Flags of the bind mount NodePublishVolume makes (read-only is added
+    /// by the caller when asked for).
+    fn publish_flags(&self, capability: &VolumeCapability) -> Result<BindFlags>;
+    /// Whether `staging` holds this volume, staged.
+    fn is_staged(&self, id: &VolumeId, staging: &Path) -> Result<bool>;
+    /// Usage and health of the volume as mounted at `path`. NotFound when
+    /// `path` does not hold this volume.
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats>;
+}
+
+/// The backends this process serves, by kind.
+#[derive(Clone, Default)]
+pub struct Backends {
+    pub local: Option<Arc<local::LocalBackend>>,
+    pub nfs: Option<Arc<nfs::NfsBackend>>,
+}
+
+fn not_served(kind: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "this cairn-csi does not serve {kind} volumes (see --backends)"
+    ))
+}
+
+impl Backends {
+    /// The backend that owns `id`.
+    pub fn for_id(&self, id: &VolumeId) -> Result<Arc<dyn Backend>> {
+        match id {
+            VolumeId::Local(_) => self
+                .local
+                .clone()
+                .map(|b| b as Arc<dyn Backend>)
+                .ok_or_else(|| not_served("local")),
+            VolumeId::Nfs(_) => self
+                .nfs
+                .clone()
+                .map(|b| b as Arc<dyn Backend>)
+                .ok_or_else(|| not_served("NFS")),
+        }
+    }
+
+    /// The backend a StorageClass asks for: NFS when it names a `server`,
+    /// local otherwise.
+    pub fn for_parameters(
+        &self,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<Arc<dyn Backend>> {
+        if parameters.contains_key(nfs::SERVER_PARAMETER) {
+            self.nfs
+                .clone()
+                .map(|b| b as Arc<dyn Backend>)
+                .ok_or_else(|| not_served("NFS"))
+        } else {
+            self.local
+                .clone()
+                .map(|b| b as Arc<dyn Backend>)
+                .ok_or_else(|| not_served("local"))
+        }
+    }
+
+    /// The local backend, for what only it has (listing, topology).
+    pub fn local(&self) -> Result<&Arc<local::LocalBackend>> {
+        self.local.as_ref().ok_or_else(|| not_served("local"))
+    }
 }

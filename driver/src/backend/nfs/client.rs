@@ -1,0 +1,265 @@
+//! The controller's NFS client: the share is reached from userspace (no
+//! kernel mount, no privileges, nothing left behind if we crash), and every
+//! operation is bounded by a deadline so a dead server costs a timeout,
+//! never a stuck call.
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nfs_rs::{Mount, NfsError};
+
+use crate::error::{Error, Result};
+use crate::ids::{NfsServer, SharePath};
+
+/// Directory entries' type in NFSv3 and NFSv4 attributes.
+const TYPE_DIRECTORY: u32 = 2;
+/// The largest record file we ever read.
+const MAX_RECORD: u32 = 64 * 1024;
+
+/// An open connection to one share.
+pub struct Share {
+    mount: Box<dyn Mount>,
+    label: String,
+    deadline: Duration,
+}
+
+fn url(server: &NfsServer, port: u16, share: &SharePath, version: Option<&str>) -> String {
+    let host = if server.as_str().contains(':') {
+        format!("[{}]", server.as_str())
+    } else {
+        server.as_str().to_string()
+    };
+    let mut url = format!("nfs://{host}:{port}{}?nfsport={port}", share.as_str());
+    if let Some(version) = version {
+        url.push_str("&version=");
+        url.push_str(version);
+    }
+    url
+}
+
+/// Maps an NFS failure to the code the caller can act on.
+fn map_error(label: &str, action: &str, err: NfsError) -> Error {
+    let message = format!("NFS {label}: {action}: {err}");
+    match err.kind() {
+        ErrorKind::PermissionDenied => Error::PermissionDenied(message),
+        ErrorKind::NotFound => Error::NotFound(message),
+        ErrorKind::ConnectionRefused
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::NotConnected
+        | ErrorKind::TimedOut
+        | ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::BrokenPipe
+        | ErrorKind::UnexpectedEof => Error::Unavailable(message),
+        _ if err.is_connection_lost() || err.is_server_busy() => Error::Unavailable(message),
+        _ => Error::Internal(message),
+    }
+}
+
+async fn bounded<T>(
+    label: &str,
+    action: &str,
+    deadline: Duration,
+    work: impl Future<Output = nfs_rs::Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(deadline, work).await {
+        Ok(result) => result.map_err(|e| map_error(label, action, e)),
+        Err(_) => Err(Error::Unavailable(format!(
+            "NFS {label}: {action}: no answer within {deadline:?}"
+        ))),
+    }
+}
+
+impl Share {
+    pub async fn connect(
+        server: &NfsServer,
+        port: u16,
+        share: &SharePath,
+        version: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Self> {
+        let label = format!("{}:{}", server.as_str(), share.as_str());
+        let url = url(server, port, share, version);
+        let mount = bounded(
+            &label,
+            "connect",
+            deadline,
+            nfs_rs::parse_url_and_mount(&url),
+        )
+        .await?;
+        Ok(Self {
+            mount,
+            label,
+            deadline,
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        action: &str,
+        work: impl Future<Output = nfs_rs::Result<T>>,
+    ) -> Result<T> {
+        bounded(&self.label, action, self.deadline, work).await
+    }
+
+    /// Creates `path` and any missing parents with `mode`. Returns whether
+    /// the last directory was created (false: it already existed).
+    pub async fn mkdir_all(&self, path: &str, mode: u32) -> Result<bool> {
+        let mut current = String::new();
+        let mut created = false;
+        for component in path.split('/') {
+            if !current.is_empty() {
+                current.push('/');
+            }
+            current.push_str(component);
+            created = match self.mount.mkdir_path(&current, mode).await {
+                Ok(_) => true,
+                Err(e) if e.is_exist() => false,
+                Err(e) => return Err(map_error(&self.label, &format!("mkdir {current}"), e)),
+            };
+        }
+        Ok(created)
+    }
+
+    /// Whether `path` exists.
+    pub async fn exists(&self, path: &str) -> Result<bool> {
+        match self.mount.lookup_path(path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(map_error(&self.label, &format!("lookup {path}"), e)),
+        }
+    }
+
+    /// A small file's contents, `None` when it does not exist.
+    pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.mount.read_path(path, 0, MAX_RECORD).await {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(map_error(&self.label, &format!("read {path}"), e)),
+        }
+    }
+
+    /// Writes a file whole: a temporary name first, then a rename, so a
+    /// reader sees the old contents or the new, never half.
+    pub async fn write_atomic(&self, path: &str, temp: &str, contents: Vec<u8>) -> Result<()> {
+        let file = self
+            .call("create", self.mount.create_path(temp, Some(0o600)))
+            .await?;
+        self.call(
+            "write",
+            nfs_rs::write_all(&*self.mount, file.fh.clone(), 0, Bytes::from(contents)),
+        )
+        .await?;
+        let _ = self.mount.close(file.fh).await;
+        self.call("rename", self.mount.rename_path(temp, path))
+            .await
+    }
+
+    /// Removes a file; a missing one is already removed.
+    pub async fn remove_file(&self, path: &str) -> Result<()> {
+        match self.mount.remove_path(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(map_error(&self.label, &format!("remove {path}"), e)),
+        }
+    }
+
+    /// Renames; returns false when `from` does not exist.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<bool> {
+        match self.mount.rename_path(from, to).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(map_error(&self.label, &format!("rename {from}"), e)),
+        }
+    }
+
+    /// Removes `path` and everything below it; nothing above it is touched.
+    /// A missing path is already removed.
+    pub async fn remove_tree(&self, path: &str) -> Result<()> {
+        // Depth-first with an explicit stack: a hostile tree cannot overflow ours.
+        let mut pending = vec![(path.to_string(), false)];
+        while let Some((dir, listed)) = pending.pop() {
+            if listed {
+                match self.mount.rmdir_path(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(map_error(&self.label, &format!("rmdir {dir}"), e)),
+                }
+                continue;
+            }
+            let entries = match self.list(&dir).await {
+                Ok(entries) => entries,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            pending.push((dir.clone(), true));
+            for (name, is_dir) in entries {
+                let child = format!("{dir}/{name}");
+                if is_dir {
+                    pending.push((child, false));
+                } else {
+                    self.remove_file(&child).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names in `dir` with whether each is a directory (`.`/`..` left out).
+    async fn list(&self, dir: &str) -> Result<Vec<(String, bool)>> {
+        use futures_util::StreamExt;
+        let mut stream = match self.mount.readdirplus_path(dir).await {
+            Ok(stream) => stream,
+            Err(e) => return Err(map_error(&self.label, &format!("readdir {dir}"), e)),
+        };
+        let mut entries = Vec::new();
+        while let Some(entry) = stream.next().await {
+            let entry = entry.map_err(|e| map_error(&self.label, &format!("readdir {dir}"), e))?;
+            if entry.file_name == "." || entry.file_name == ".." {
+                continue;
+            }
+            let is_dir = entry
+                .attr
+                .as_ref()
+                .is_some_and(|a| a.type_ == TYPE_DIRECTORY);
+            entries.push((entry.file_name, is_dir));
+        }
+        Ok(entries)
+    }
+
+    /// Bytes available to us on the export.
+    pub async fn available_bytes(&self) -> Result<u64> {
+        Ok(self.call("fsstat", self.mount.fsstat()).await?.abytes)
+    }
+
+    /// Ends the session politely; failures here change nothing for the caller.
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(self.deadline, self.mount.umount()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_bracket_ipv6_and_carry_the_port() {
+        let share = SharePath::parse("/export").unwrap();
+        assert_eq!(
+            url(
+                &NfsServer::parse("127.0.0.1").unwrap(),
+                20490,
+                &share,
+                Some("4.1")
+            ),
+            "nfs://127.0.0.1:20490/export?nfsport=20490&version=4.1"
+        );
+        assert_eq!(
+            url(&NfsServer::parse("fd00::5").unwrap(), 2049, &share, None),
+            "nfs://[fd00::5]:2049/export?nfsport=2049"
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! NFS volumes: a directory per volume on an existing export.
+//!
+//! The controller side speaks NFS from userspace ([`client`]): it needs no
+//! privileges or kernel NFS client and never leaves a mount behind. Each
+//! volume's request is recorded beside its directory, in
+//! `.<leaf>.cairn.json` (a name no volume can have, since names never start
+//! with '.'), written whole through a rename. The node side mounts with the
+//! kernel client at NodeStageVolume; publish is the common bind mount.
+
+mod client;
+pub mod params;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessType};
+use cairn_proto::v1::VolumeCapability;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+
+use super::{Backend, Health, NewVolume, Stats, Usage, Volume};
+use crate::capability::{self, Unsupported};
+use crate::error::{Error, Result};
+use crate::ids::{NfsVolumeId, OnDelete, SubDir, VolumeId, MAX_ID_LEN};
+use crate::mount;
+use client::Share;
+use params::{ClientOptions, NfsClass};
+
+pub use params::SERVER as SERVER_PARAMETER;
+
+/// The request CreateVolume recorded for a volume.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    name: String,
+    capacity_bytes: u64,
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    mount_flags: Vec<String>,
+}
+
+pub struct NfsBackend {
+    /// Bound on every controller operation against a server.
+    deadline: Duration,
+    /// Bound on a kernel mount at NodeStageVolume.
+    mount_timeout: Duration,
+    default_size: u64,
+    runtime: Handle,
+    /// Volume paths with a statvfs still waiting on their server: a dead
+    /// server gets one stuck thread per path, not one per kubelet poll.
+    stats_waiting: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+fn nfs_id(id: &VolumeId) -> Result<&NfsVolumeId> {
+    match id {
+        VolumeId::Nfs(nfs) => Ok(nfs),
+        VolumeId::Local(_) => Err(Error::Internal(format!("{id} is not an NFS volume"))),
+    }
+}
+
+/// Where a volume's record lives: beside its directory.
+fn record_paths(sub_dir: &SubDir) -> (String, String) {
+    let (parent, leaf) = match sub_dir.as_str().rsplit_once('/') {
+        Some((parent, leaf)) => (format!("{parent}/"), leaf),
+        None => (String::new(), sub_dir.as_str()),
+    };
+    let record = format!("{parent}.{leaf}.cairn.json");
+    let temp = format!("{record}.tmp-{}", std::process::id());
+    (record, temp)
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl NfsBackend {
+    pub fn new(
+        deadline: Duration,
+        mount_timeout: Duration,
+        default_size: u64,
+        runtime: Handle,
+    ) -> Self {
+        Self {
+            deadline,
+            mount_timeout,
+            default_size,
+            runtime,
+            stats_waiting: Arc::default(),
+        }
+    }
+
+    /// Runs the async client from the blocking pool, where these calls run.
+    fn run<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.runtime.block_on(work)
+    }
+
+    async fn connect(&self, id: &NfsVolumeId, mount_flags: &[String]) -> Result<Share> {
+        let options = ClientOptions::from_mount_flags(mount_flags)?;
+        Share::connect(
+            &id.server,
+            id.port,
+            &id.share,
+            options.version.as_deref(),
+            self.deadline,
+        )
+        .await
+    }
+
+    async fn read_record(&self, share: &Share, id: &NfsVolumeId) -> Result<Option<Record>> {
+        let (path, _) = record_paths(&id.subdir);
+        match share.read_small(&path).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Internal(format!(
+                    "corrupt volume record {path} on {}: {e}",
+                    id.server.as_str()
+                ))
+            }),
+        }
+    }
+
+    fn to_volume(id: &NfsVolumeId, record: Record) -> Volume {
+        Volume {
+            id: VolumeId::Nfs(id.clone()),
+            capacity_bytes: record.capacity_bytes,
+            parameters: record.parameters,
+            node: None,
+        }
+    }
+
+    /// The kernel's view of the volume: `server:/share/subdir`.
+    fn mount_source(id: &NfsVolumeId) -> String {
+        let host = if id.server.as_str().contains(':') {
+            format!("[{}]", id.server.as_str())
+        } else {
+            id.server.as_str().to_string()
+        };
+        let share = id.share.as_str().trim_end_matches('/');
+        format!("{host}:{share}/{}", id.subdir.as_str())
+    }
+}
+
+impl Backend for NfsBackend {
+    fn kind(&self) -> &'static str {
+        "nfs"
+    }
+
+    fn node(&self) -> Option<&crate::ids::NodeId> {
+        None
+    }
+
+    fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
+        NfsClass::parse(parameters).map(|_| ())
+    }
+
+    fn supports(&self, cap: &VolumeCapability) -> Result<(), Unsupported> {
+        // Every access mode: several nodes sharing a volume is why NFS is chosen.
+        if cap
+            .access_mode
+            .as_ref()
+            .is_none_or(|m| m.mode() == Mode::Unknown)
+        {
+            return Err(Unsupported("access_mode is required".into()));
+        }
+        match &cap.access_type {
+            Some(AccessType::Mount(mount)) => {
+                if !matches!(mount.fs_type.as_str(), "" | "nfs" | "nfs4") {
+                    return Err(Unsupported(format!(
+                        "fs_type {:?} is not supported for NFS volumes (leave it empty)",
+                        mount.fs_type
+                    )));
+                }
+                if !mount.volume_mount_group.is_empty() {
+                    return Err(Unsupported(
+                        "volume_mount_group is not supported (no VOLUME_MOUNT_GROUP capability)"
+                            .into(),
+                    ));
+                }
+                ClientOptions::from_mount_flags(&mount.mount_flags)
+                    .map_err(|e| Unsupported(e.to_string()))?;
+                Ok(())
+            }
+            Some(AccessType::Block(_)) => {
+                Err(Unsupported("NFS volumes cannot be block devices".into()))
+            }
+            None => Err(Unsupported("access_type is required".into())),
+        }
+    }
+
+    fn create(&self, request: &NewVolume) -> Result<Volume> {
+        let class = NfsClass::parse(&request.parameters)?;
+        let sub_dir = class.sub_dir(&request.name, &request.parameters)?;
+        let options = ClientOptions::from_mount_flags(&request.mount_flags)?;
+        let id = NfsVolumeId {
+            server: class.server.clone(),
+            port: options.port,
+            share: class.share.clone(),
+            subdir: sub_dir,
+            on_delete: class.on_delete,
+        };
+        let id_text = VolumeId::Nfs(id.clone()).to_string();
+        if id_text.len() > MAX_ID_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "server, share and subDir make a {}-byte volume id; CSI allows {MAX_ID_LEN}: shorten them",
+                id_text.len()
+            )));
+        }
+        self.run(async {
+            let share = self.connect(&id, &request.mount_flags).await?;
+            let result = async {
+                if let Some(existing) = self.read_record(&share, &id).await? {
+                    let conflict = |why: &str| {
+                        Error::AlreadyExists(format!(
+                            "NFS directory {} already belongs to a volume with {why}",
+                            id.subdir.as_str()
+                        ))
+                    };
+                    if existing.name != request.name.as_str() {
+                        return Err(conflict(&format!("another name ({:?})", existing.name)));
+                    }
+                    if !request.capacity.admits(existing.capacity_bytes) {
+                        return Err(conflict("a capacity outside the requested range"));
+                    }
+                    if existing.parameters != request.parameters {
+                        return Err(conflict("other parameters"));
+                    }
+                    return Ok(Self::to_volume(&id, existing));
+                }
+                // NFS cannot enforce a size per directory: the request is
+                // recorded and reported, not enforced.
+                let capacity = request.capacity.choose(self.default_size, u64::MAX)?;
+                share.mkdir_all(id.subdir.as_str(), class.mode).await?;
+                let record = Record {
+                    name: request.name.as_str().to_string(),
+                    capacity_bytes: capacity,
+                    parameters: request.parameters.clone(),
+                    mount_flags: request.mount_flags.clone(),
+                };
+                let bytes = serde_json::to_vec(&record)
+                    .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+                let (path, temp) = record_paths(&id.subdir);
+                share.write_atomic(&path, &temp, bytes).await?;
+                Ok(Self::to_volume(&id, record))
+            }
+            .await;
+            share.close().await;
+            result
+        })
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        let nfs = nfs_id(id)?;
+        self.run(async {
+            let share = self.connect(nfs, &[]).await?;
+            let result = async {
+                let dir = nfs.subdir.as_str();
+                match nfs.on_delete {
+                    OnDelete::Delete => share.remove_tree(dir).await?,
+                    OnDelete::Retain => {}
+                    OnDelete::Archive => {
+                        let archived = format!("{dir}-archived-{}", unix_seconds());
+                        share.rename(dir, &archived).await?;
+                    }
+                }
+                // Last: while the record exists, a retry finds the volume.
+                let (record, _) = record_paths(&nfs.subdir);
+                share.remove_file(&record).await
+            }
+            .await;
+            share.close().await;
+            result
+        })
+    }
+
+    fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
+        let nfs = nfs_id(id)?;
+        self.run(async {
+            let share = self.connect(nfs, &[]).await?;
+            let record = self.read_record(&share, nfs).await;
+            share.close().await;
+            Ok(record?.map(|r| Self::to_volume(nfs, r)))
+        })
+    }
+
+    fn available_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64> {
+        let class = NfsClass::parse(parameters)?;
+        let id = NfsVolumeId {
+            server: class.server,
+            port: params::DEFAULT_PORT,
+            share: class.share,
+            subdir: SubDir::parse("unused")?,
+            on_delete: class.on_delete,
+        };
+        self.run(async {
+            let share = self.connect(&id, &[]).await?;
+            let available = share.available_bytes().await;
+            share.close().await;
+            available
+        })
+    }
+
+    fn health(&self, id: &VolumeId) -> Health {
+        let Ok(nfs) = nfs_id(id) else {
+            return Health::Abnormal(format!("{id} is not an NFS volume"));
+        };
+        let checked = self.run(async {
+            let share = self.connect(nfs, &[]).await?;
+            let exists = share.exists(nfs.subdir.as_str()).await;
+            share.close().await;
+            exists
+        });
+        match checked {
+            Ok(true) => Health::Ok,
+            Ok(false) => Health::Abnormal(format!(
+                "directory {} is gone from the export",
+                nfs.subdir.as_str()
+            )),
+            Err(e) => Health::Abnormal(e.to_string()),
+        }
+    }
+
+    fn stage(&self, id: &VolumeId, staging: &Path, cap: &VolumeCapability) -> Result<()> {
+        let nfs = nfs_id(id)?;
+        match mount::inspect(staging) {
+            Ok(Some(state)) if state.is_mount_root => return Ok(()),
+            Ok(_) => {}
+            // A mount whose server lost the directory: replace it.
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
+                tracing::warn!(volume = %id, path = %staging.display(), "replacing a stale NFS mount");
+                mount::unmount_all(staging)
+                    .map_err(Error::io("unmount stale mount at", staging))?;
+            }
+            Err(e) => return Err(Error::io("inspect", staging)(e)),
+        }
+        let mut options: Vec<String> = capability::mount_flags(cap)
+            .iter()
+            .flat_map(|f| f.split(','))
+            .map(str::to_string)
+            .collect();
+        if !options.iter().any(|o| o.starts_with("port=")) {
+            options.push(format!("port={}", nfs.port));
+        }
+        mount::mount_nfs(
+            &Self::mount_source(nfs),
+            staging,
+            &options.join(","),
+            self.mount_timeout,
+        )
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => Error::Unavailable(format!(
+                "mounting {} timed out after {:?}",
+                Self::mount_source(nfs),
+                self.mount_timeout
+            )),
+            _ => Error::io("mount NFS volume at", staging)(e),
+        })
+    }
+
+    fn publish_flags(&self, _capability: &VolumeCapability) -> Result<mount::BindFlags> {
+        // The mount options were NFS options, applied at stage.
+        Ok(mount::BindFlags::default())
+    }
+
+    fn is_staged(&self, _id: &VolumeId, staging: &Path) -> Result<bool> {
+        match mount::inspect(staging) {
+            Ok(state) => Ok(state.is_some_and(|s| s.is_mount_root)),
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => Ok(false),
+            Err(e) => Err(Error::io("inspect", staging)(e)),
+        }
+    }
+
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats> {
+        let state = match mount::inspect(path) {
+            Ok(Some(state)) => state,
+            Ok(None) => {
+                return Err(Error::NotFound(format!(
+                    "volume {id} is not published at {}",
+                    path.display()
+                )))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
+                return Ok(Stats {
+                    usage: None,
+                    health: Health::Abnormal(
+                        "stale NFS file handle: the directory is gone on the server".into(),
+                    ),
+                })
+            }
+            Err(e) => return Err(Error::io("inspect", path)(e)),
+        };
+        if !state.is_mount_root {
+            return Ok(Stats {
+                usage: None,
+                health: Health::Abnormal(format!("nothing is mounted at {}", path.display())),
+            });
+        }
+        Ok(
+            match statvfs_with_deadline(path, self.deadline, &self.stats_waiting) {
+                Ok(st) => Stats {
+                    usage: Some(Usage::from_statvfs(&st)),
+                    health: Health::Ok,
+                },
+                Err(why) => Stats {
+                    usage: None,
+                    health: Health::Abnormal(why),
+                },
+            },
+        )
+    }
+}
+
+/// statvfs on a thread of its own, waited for at most `deadline`: on a
+/// hard NFS mount whose server is gone it never returns, and the caller
+/// must not hang with it. At most one such thread waits per path.
+fn statvfs_with_deadline(
+    path: &Path,
+    deadline: Duration,
+    waiting: &Arc<Mutex<HashSet<PathBuf>>>,
+) -> Result<rustix::fs::StatVfs, String> {
+    let busy = "the NFS server is not responding".to_string();
+    {
+        let mut set = waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(path.to_path_buf()) {
+            return Err(busy);
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    let waiting_for_thread = Arc::clone(waiting);
+    let spawned = std::thread::Builder::new()
+        .name("nfs-statvfs".into())
+        .spawn(move || {
+            let result = mount::usage(&owned);
+            waiting_for_thread
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&owned);
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+        return Err(format!("cannot start a thread: {e}"));
+    }
+    match rx.recv_timeout(deadline) {
+        Ok(Ok(st)) => Ok(st),
+        Ok(Err(e)) => Err(format!("statvfs {}: {e}", path.display())),
+        Err(_) => Err(busy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_sit_beside_the_volume_directory() {
+        assert_eq!(
+            record_paths(&SubDir::parse("pvc-1").unwrap()).0,
+            ".pvc-1.cairn.json"
+        );
+        assert_eq!(
+            record_paths(&SubDir::parse("team/pvc-1").unwrap()).0,
+            "team/.pvc-1.cairn.json"
+        );
+    }
+
+    #[test]
+    fn mount_sources_bracket_ipv6() {
+        let id = |raw: &str| match VolumeId::parse(raw).unwrap() {
+            VolumeId::Nfs(n) => n,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            NfsBackend::mount_source(&id("nfs:d:2049:10.0.0.5#/exports#pvc-1")),
+            "10.0.0.5:/exports/pvc-1"
+        );
+        assert_eq!(
+            NfsBackend::mount_source(&id("nfs:d:2049:fd00::5#/#a/b")),
+            "[fd00::5]:/a/b"
+        );
+    }
+}
