@@ -234,7 +234,13 @@ impl ControllerService {
         if !here || check_supported(&*backend, &req.volume_capabilities).is_err() {
             return Ok(GetCapacityResponse::default());
         }
-        let available = blocking(move || backend.available_bytes(&parameters)).await?;
+        let mount_flags: Vec<String> = req
+            .volume_capabilities
+            .iter()
+            .flat_map(|c| crate::capability::mount_flags(c).iter().cloned())
+            .collect();
+        let available =
+            blocking(move || backend.available_bytes(&parameters, &mount_flags)).await?;
         Ok(GetCapacityResponse {
             available_capacity: i64::try_from(available).unwrap_or(i64::MAX),
             maximum_volume_size: None,

@@ -378,7 +378,11 @@ impl Backend for LocalBackend {
             .map(|meta| self.to_volume(local.key.clone(), meta)))
     }
 
-    fn available_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64> {
+    fn available_bytes(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        _mount_flags: &[String],
+    ) -> Result<u64> {
         check_parameters(parameters)?;
         let st = self.statvfs()?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))

@@ -94,8 +94,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes the volume; an unknown volume is already deleted.
     fn delete(&self, id: &VolumeId) -> Result<()>;
     fn get(&self, id: &VolumeId) -> Result<Option<Volume>>;
-    /// Bytes that can still be provisioned with these parameters.
-    fn available_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64>;
+    /// Bytes that can still be provisioned with these parameters and the
+    /// capabilities' mount flags.
+    fn available_bytes(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        mount_flags: &[String],
+    ) -> Result<u64>;
     /// Controller-side health of a volume.
     fn health(&self, id: &VolumeId) -> Health;
 

@@ -31,17 +31,20 @@ fn url(server: &NfsServer, port: u16, share: &SharePath, version: Option<&str>) 
     } else {
         server.as_str().to_string()
     };
-    let mut url = format!("nfs://{host}:{port}{}?nfsport={port}", share.as_str());
-    if let Some(version) = version {
-        url.push_str("&version=");
-        url.push_str(version);
-    }
-    url
+    // Without a version the controller tries 4.1, then 3 (through rpcbind).
+    let version = version.unwrap_or("4.1,3");
+    format!(
+        "nfs://{host}:{port}{}?nfsport={port}&version={version}",
+        share.as_str()
+    )
 }
 
 /// Maps an NFS failure to the code the caller can act on.
 fn map_error(label: &str, action: &str, err: NfsError) -> Error {
     let message = format!("NFS {label}: {action}: {err}");
+    if err.is_not_found() {
+        return Error::NotFound(message);
+    }
     match err.kind() {
         ErrorKind::PermissionDenied => Error::PermissionDenied(message),
         ErrorKind::NotFound => Error::NotFound(message),
@@ -259,7 +262,7 @@ mod tests {
         );
         assert_eq!(
             url(&NfsServer::parse("fd00::5").unwrap(), 2049, &share, None),
-            "nfs://[fd00::5]:2049/export?nfsport=2049"
+            "nfs://[fd00::5]:2049/export?nfsport=2049&version=4.1,3"
         );
     }
 }

@@ -286,17 +286,21 @@ impl Backend for NfsBackend {
         })
     }
 
-    fn available_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64> {
+    fn available_bytes(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        mount_flags: &[String],
+    ) -> Result<u64> {
         let class = NfsClass::parse(parameters)?;
         let id = NfsVolumeId {
             server: class.server,
-            port: params::DEFAULT_PORT,
+            port: ClientOptions::from_mount_flags(mount_flags)?.port,
             share: class.share,
             subdir: SubDir::parse("unused")?,
             on_delete: class.on_delete,
         };
         self.run(async {
-            let share = self.connect(&id, &[]).await?;
+            let share = self.connect(&id, mount_flags).await?;
             let available = share.available_bytes().await;
             share.close().await;
             available

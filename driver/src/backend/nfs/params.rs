@@ -149,9 +149,11 @@ impl ClientOptions {
                         // The userspace client's 4.2 fails EXCHANGE_ID; the
                         // operations the controller makes are all in 4.1.
                         "4" | "4.1" | "4.2" => "4.1".into(),
-                        other => return Err(Error::InvalidArgument(format!(
+                        other => {
+                            return Err(Error::InvalidArgument(format!(
                             "mount option {key}={other}: NFS versions are 3, 4, 4.0, 4.1 and 4.2"
-                        ))),
+                        )))
+                        }
                     })
                 }
                 _ => {}

@@ -1,0 +1,316 @@
+//! The NFS controller against a real NFS server (nfs-ganesha on
+//! 127.0.0.1): directories made, recorded, archived and deleted over the
+//! userspace client, with no mounts on this machine.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cairn_harness::{require, require_nfs_lab, Ganesha};
+use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use cairn_proto::v1::*;
+use common::*;
+use tonic::Code;
+
+/// A StorageClass's CreateVolume, with the server's port as a mount option.
+fn nfs_request(name: &str, port: u16, extra: &[(&str, &str)]) -> CreateVolumeRequest {
+    let mut req = create_request(name, 5 << 20);
+    req.parameters.insert("server".into(), "127.0.0.1".into());
+    req.parameters.insert("share".into(), "/export".into());
+    for (k, v) in extra {
+        req.parameters.insert(k.to_string(), v.to_string());
+    }
+    req.volume_capabilities = vec![VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            mount_flags: vec![format!("port={port}"), "nfsvers=4.1".into(), "hard".into()],
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::MultiNodeMultiWriter as i32,
+        }),
+    }];
+    req
+}
+
+fn delete(id: &str) -> DeleteVolumeRequest {
+    DeleteVolumeRequest {
+        volume_id: id.into(),
+        secrets: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn nfs_volumes_are_directories_on_the_export() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+
+    let volume = c
+        .create_volume(nfs_request(
+            "pvc-nfs-1",
+            port,
+            &[("mountPermissions", "0750")],
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        volume.volume_id,
+        format!("nfs:d:{port}:127.0.0.1#/export#pvc-nfs-1")
+    );
+    assert_eq!(volume.capacity_bytes, 5 << 20, "the request is recorded");
+    assert!(
+        volume.accessible_topology.is_empty(),
+        "NFS volumes carry no node topology"
+    );
+    let dir = export.join("pvc-nfs-1");
+    assert!(dir.is_dir());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    assert!(export.join(".pvc-nfs-1.cairn.json").is_file());
+
+    // Idempotent on name; a different size is a conflict.
+    let again = c
+        .create_volume(nfs_request(
+            "pvc-nfs-1",
+            port,
+            &[("mountPermissions", "0750")],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again, volume);
+    let mut bigger = nfs_request("pvc-nfs-1", port, &[("mountPermissions", "0750")]);
+    bigger.capacity_range.as_mut().unwrap().required_bytes = 50 << 20;
+    assert_code(c.create_volume(bigger).await, Code::AlreadyExists);
+
+    let got = c
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.volume.unwrap().capacity_bytes, 5 << 20);
+    assert!(!got.status.unwrap().volume_condition.unwrap().abnormal);
+    let validated = c
+        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+            volume_id: volume.volume_id.clone(),
+            volume_capabilities: nfs_request("x", port, &[]).volume_capabilities,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(validated.confirmed.is_some(), "{}", validated.message);
+
+    // Delete removes the whole tree and nothing above it.
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    std::fs::write(dir.join("a/b/file"), b"data").unwrap();
+    std::fs::write(export.join("neighbour"), b"keep").unwrap();
+    c.delete_volume(delete(&volume.volume_id)).await.unwrap();
+    assert!(!dir.exists());
+    assert!(!export.join(".pvc-nfs-1.cairn.json").exists());
+    assert_eq!(std::fs::read(export.join("neighbour")).unwrap(), b"keep");
+    assert!(export.is_dir());
+    c.delete_volume(delete(&volume.volume_id)).await.unwrap();
+    assert_code(
+        c.controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+        })
+        .await,
+        Code::NotFound,
+    );
+
+    // GetCapacity reports the export's free space, asked of the server.
+    let capacity = c
+        .get_capacity(GetCapacityRequest {
+            parameters: HashMap::from([
+                ("server".into(), "127.0.0.1".into()),
+                ("share".into(), "/export".into()),
+            ]),
+            volume_capabilities: nfs_request("x", port, &[]).volume_capabilities,
+            accessible_topology: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let free = rustix::fs::statvfs(&export).unwrap();
+    let host_free = free.f_bavail * free.f_frsize;
+    let reported = capacity.available_capacity as u64;
+    assert!(
+        reported > 0 && reported.abs_diff(host_free) < host_free / 10 + (64 << 20),
+        "server says {reported}, the export's filesystem has {host_free} free"
+    );
+}
+
+#[tokio::test]
+async fn templates_on_delete_policies_and_two_classes_on_one_export() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+    let template = ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}");
+
+    // Two classes on the same export: one default layout, one templated.
+    let plain = c
+        .create_volume(nfs_request("pvc-two", port, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let mut templated_req = nfs_request("pvc-three", port, &[template, ("onDelete", "archive")]);
+    templated_req
+        .parameters
+        .insert("csi.storage.k8s.io/pvc/name".into(), "data".into());
+    let templated = c
+        .create_volume(templated_req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert!(export.join("pvc-two").is_dir());
+    assert!(export.join("default/data").is_dir());
+    std::fs::write(export.join("default/data/keep.txt"), b"archived").unwrap();
+
+    // Archive renames out of the way; the namespace dir and the other class stay.
+    c.delete_volume(delete(&templated.volume_id)).await.unwrap();
+    assert!(!export.join("default/data").exists());
+    let archived: Vec<String> = std::fs::read_dir(export.join("default"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert!(archived[0].starts_with("data-archived-"), "{archived:?}");
+    assert_eq!(
+        std::fs::read(export.join("default").join(&archived[0]).join("keep.txt")).unwrap(),
+        b"archived"
+    );
+    assert!(export.join("pvc-two").is_dir());
+    c.delete_volume(delete(&templated.volume_id)).await.unwrap();
+
+    // Retain leaves the directory.
+    let retained = c
+        .create_volume(nfs_request("pvc-kept", port, &[("onDelete", "retain")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    c.delete_volume(delete(&retained.volume_id)).await.unwrap();
+    assert!(export.join("pvc-kept").is_dir());
+    c.delete_volume(delete(&plain.volume_id)).await.unwrap();
+    assert!(!export.join("pvc-two").exists());
+}
+
+#[tokio::test]
+async fn hostile_parameters_and_ids_touch_nothing() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    std::fs::write(export.join("precious"), b"x").unwrap();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+
+    let status = c
+        .create_volume(nfs_request("pvc-x", port, &[("shares", "/x")]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("shares"), "{}", status.message());
+    for (key, value) in [
+        ("subDir", "../escape"),
+        ("subDir", "/abs"),
+        ("subDir", "${pvc.metadata.name}/../.."),
+        ("share", "relative"),
+        ("onDelete", "shred"),
+        ("mountPermissions", "rwx"),
+    ] {
+        let mut req = nfs_request("pvc-x", port, &[(key, value)]);
+        req.parameters
+            .insert("csi.storage.k8s.io/pvc/name".into(), "data".into());
+        assert_code(c.create_volume(req).await, Code::InvalidArgument);
+    }
+    for crafted in [
+        format!("nfs:d:{port}:127.0.0.1#/export#.."),
+        format!("nfs:d:{port}:127.0.0.1#/export#../etc"),
+        format!("nfs:d:{port}:127.0.0.1#/export/..#x"),
+        format!("nfs:d:{port}:127.0.0.1#/export#/"),
+    ] {
+        assert_code(
+            c.delete_volume(delete(&crafted)).await,
+            Code::InvalidArgument,
+        );
+    }
+    // A well-formed id for a directory that does not exist: nothing to do.
+    c.delete_volume(delete(&format!(
+        "nfs:d:{port}:127.0.0.1#/export#nothing-here"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(export.join("precious")).unwrap(), b"x");
+    assert_eq!(std::fs::read_dir(&export).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn unreachable_and_silent_servers_fail_with_unavailable_in_time() {
+    require!(require_nfs_lab());
+    let driver = TestDriver::start_with(&["--nfs-timeout", "2"]);
+    let mut c = driver.controller().await;
+
+    // Nothing listens: refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert_code(
+        c.create_volume(nfs_request("pvc-down", closed_port, &[]))
+            .await,
+        Code::Unavailable,
+    );
+
+    // Accepts connections and never answers: the deadline ends the call.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    assert_code(
+        c.create_volume(nfs_request("pvc-silent", silent_port, &[]))
+            .await,
+        Code::Unavailable,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_code(
+        c.delete_volume(delete(&format!(
+            "nfs:d:{silent_port}:127.0.0.1#/export#pvc-silent"
+        )))
+        .await,
+        Code::Unavailable,
+    );
+    // The driver still answers other calls.
+    driver
+        .identity()
+        .await
+        .probe(ProbeRequest {})
+        .await
+        .unwrap();
+    drop(silent);
+}
