@@ -19,14 +19,22 @@ use crate::topology;
 
 pub struct ControllerService(pub Arc<Driver>);
 
-const CAPABILITIES: &[RpcType] = &[
-    RpcType::CreateDeleteVolume,
-    RpcType::ListVolumes,
-    RpcType::GetCapacity,
-    RpcType::GetVolume,
-    RpcType::VolumeCondition,
-    RpcType::SingleNodeMultiWriter,
-];
+/// What the controller offers. ListVolumes only when local volumes are
+/// served: NFS volumes live on whatever exports StorageClasses name, which
+/// the driver cannot enumerate.
+fn capabilities(driver: &Driver) -> Vec<RpcType> {
+    let mut rpcs = vec![
+        RpcType::CreateDeleteVolume,
+        RpcType::GetCapacity,
+        RpcType::GetVolume,
+        RpcType::VolumeCondition,
+        RpcType::SingleNodeMultiWriter,
+    ];
+    if driver.backends.local.is_some() {
+        rpcs.push(RpcType::ListVolumes);
+    }
+    rpcs
+}
 
 fn unsupported(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not supported by this driver"))
@@ -189,7 +197,9 @@ impl ControllerService {
             })?)
         };
         let Some(local) = self.0.backends.local.clone() else {
-            return Ok(ListVolumesResponse::default());
+            return Err(Error::Unimplemented(
+                "ListVolumes lists local volumes, which this cairn-csi does not serve".into(),
+            ));
         };
         let (page, health) = blocking(move || {
             let page = local.list(after.as_ref(), max)?;
@@ -220,6 +230,12 @@ impl ControllerService {
             check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
         }
         let parameters = sorted(&req.parameters);
+        // An NFS-only driver owns no storage until a StorageClass names a server.
+        if self.0.backends.local.is_none()
+            && !parameters.contains_key(crate::backend::nfs::SERVER_PARAMETER)
+        {
+            return Ok(GetCapacityResponse::default());
+        }
         let backend = self.0.backends.for_parameters(&parameters)?;
         backend.check_parameters(&parameters)?;
         let here = match backend.node() {
@@ -312,7 +328,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
         observe("ControllerGetCapabilities", "", async {
             Ok(ControllerGetCapabilitiesResponse {
-                capabilities: CAPABILITIES
+                capabilities: capabilities(&self.0)
                     .iter()
                     .map(|t| ControllerServiceCapability {
                         r#type: Some(Type::Rpc(Rpc { r#type: *t as i32 })),

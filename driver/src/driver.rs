@@ -4,6 +4,7 @@ use crate::backend::Backends;
 use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
 use crate::paths::KubeletDir;
+use crate::staged::StagedRecords;
 
 /// Which kinds of volumes this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,6 +39,8 @@ pub struct Driver {
     pub backends: Backends,
     /// Present when the node service runs.
     pub kubelet: Option<KubeletDir>,
+    /// Which volume is staged where; present when the node service runs.
+    pub staged: Option<StagedRecords>,
     pub max_volumes_per_node: i64,
     /// Serializes calls on one volume (keyed by volume key or id).
     pub locks: KeyedLocks,

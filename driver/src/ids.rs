@@ -75,6 +75,20 @@ impl VolumeName {
     }
 }
 
+impl VolumeName {
+    /// A directory name for this volume on a shared export: the name itself
+    /// when short, else its start and a digest, so ids stay within
+    /// [`MAX_ID_LEN`] and different names never share a directory.
+    pub fn short_dir_name(&self) -> String {
+        if self.0.len() <= MAX_VERBATIM_NAME_LEN {
+            return self.0.clone();
+        }
+        let digest = Sha256::digest(self.0.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("{}-{hex}", &self.0[..MAX_VERBATIM_NAME_LEN - 17])
+    }
+}
+
 /// The on-disk directory name of a volume: its name, or `~` and a digest
 /// of a long name (`~` cannot occur in a name, so the two never collide).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -387,6 +401,22 @@ mod tests {
         let id = VolumeId::local(node, key).to_string();
         assert!(id.len() <= MAX_ID_LEN, "{} bytes", id.len());
         assert_eq!(VolumeId::parse(&id).unwrap().to_string(), id);
+    }
+
+    #[test]
+    fn short_dir_names_are_bounded_and_distinct() {
+        let a = VolumeName::parse(&"a".repeat(128))
+            .unwrap()
+            .short_dir_name();
+        let b = VolumeName::parse(&format!("{}b", "a".repeat(127)))
+            .unwrap()
+            .short_dir_name();
+        assert!(a.len() <= MAX_VERBATIM_NAME_LEN && a != b);
+        assert!(SubDir::parse(&a).is_ok());
+        assert_eq!(
+            VolumeName::parse("pvc-1").unwrap().short_dir_name(),
+            "pvc-1"
+        );
     }
 
     #[test]

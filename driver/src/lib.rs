@@ -26,4 +26,5 @@ pub mod rpc;
 pub mod server;
 pub mod signal;
 pub mod socket;
+pub mod staged;
 pub mod topology;

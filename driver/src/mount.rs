@@ -274,10 +274,16 @@ pub fn mount_nfs(
             if let Some(mut pipe) = child.stderr.take() {
                 let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
             }
-            return Err(io::Error::other(format!(
-                "{helper} {source} failed ({status}): {}",
-                stderr.trim()
-            )));
+            // The server says the directory is not there: the volume is gone.
+            let kind = if stderr.contains("No such file or directory") {
+                io::ErrorKind::NotFound
+            } else {
+                io::ErrorKind::Other
+            };
+            return Err(io::Error::new(
+                kind,
+                format!("{helper} {source} failed ({status}): {}", stderr.trim()),
+            ));
         }
         if started.elapsed() >= deadline {
             let _ = child.kill();

@@ -21,6 +21,7 @@ use crate::ids::VolumeId;
 use crate::mount::{self, PathState};
 use crate::paths::{KubeletDir, KubeletPath};
 use crate::rpc::{blocking, observe};
+use crate::staged::StagedRecords;
 use crate::topology;
 
 pub struct NodeService(pub Arc<Driver>);
@@ -104,6 +105,13 @@ fn usage_to_wire(stats: &Stats) -> Vec<VolumeUsage> {
 }
 
 impl NodeService {
+    fn staged(&self) -> Result<StagedRecords> {
+        self.0
+            .staged
+            .clone()
+            .ok_or_else(|| Error::Internal("node service without staged records".into()))
+    }
+
     fn kubelet(&self) -> Result<&KubeletDir> {
         self.0
             .kubelet
@@ -117,11 +125,21 @@ impl NodeService {
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
         let backend = self.0.backends.for_id(&id)?;
         let cap = check_capability(&*backend, req.volume_capability.as_ref())?.clone();
+        let records = self.staged()?;
         let _guard = self.0.locks.lock(&req.volume_id).await;
         blocking(move || {
             let staging = kubelet.resolve(&staging, true)?;
-            mount_point_dir(&staging)?;
+            let state = mount_point_dir(&staging)?;
+            if let Some(other) = records.lookup(&staging)? {
+                if other != id.to_string() && state.is_some_and(|s| s.is_mount_root) {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} already holds volume {other}; volume {id} cannot be staged there",
+                        staging.display()
+                    )));
+                }
+            }
             backend.stage(&id, &staging, &cap)?;
+            records.record(&staging, &id)?;
             Ok(NodeStageVolumeResponse {})
         })
         .await
@@ -131,11 +149,13 @@ impl NodeService {
         VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
+        let records = self.staged()?;
         let _guard = self.0.locks.lock(&req.volume_id).await;
         blocking(move || {
             // The kubelet owns the staging directory and removes it itself.
             if let Some(staging) = resolve_existing(&kubelet, &staging)? {
                 mount::unmount_all(&staging).map_err(Error::io("unmount", &staging))?;
+                records.forget(&staging)?;
             }
             Ok(NodeUnstageVolumeResponse {})
         })
@@ -168,11 +188,20 @@ impl NodeService {
         if req.readonly || crate::capability::is_read_only_mode(cap) {
             flags = flags.read_only();
         }
+        let records = self.staged()?;
         let _guard = self.0.locks.lock(&req.volume_id).await;
         blocking(move || {
             let staging = kubelet
                 .resolve(&staging, false)
                 .map_err(|e| not_staged(&id, e))?;
+            if let Some(other) = records.lookup(&staging)? {
+                if other != id.to_string() {
+                    return Err(Error::NotFound(format!(
+                        "volume {id} is not staged at {}: volume {other} is",
+                        staging.display()
+                    )));
+                }
+            }
             if !backend.is_staged(&id, &staging)? {
                 return Err(Error::FailedPrecondition(format!(
                     "volume {id} is not staged at {}; call NodeStageVolume first",

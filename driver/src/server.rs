@@ -22,6 +22,7 @@ use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
 use crate::node::NodeService;
 use crate::paths::KubeletDir;
+use crate::staged::StagedRecords;
 use crate::{health, rpc, signal, socket};
 
 /// Builds the driver from flags, failing with what to fix. Runs inside the
@@ -73,12 +74,30 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
     } else {
         None
     };
+    // The node plugin's own directory beside its socket, kept across restarts.
+    let staged = match &kubelet {
+        Some(kubelet) => {
+            let dir = kubelet
+                .real()
+                .join("plugins")
+                .join(&args.driver_name)
+                .join("staged");
+            Some(StagedRecords::open(dir.clone()).with_context(|| {
+                format!(
+                    "cannot create {}: is --kubelet-dir writable?",
+                    dir.display()
+                )
+            })?)
+        }
+        None => None,
+    };
     Ok(Driver {
         name: args.driver_name.clone(),
         mode: args.mode,
         node,
         backends,
         kubelet,
+        staged,
         max_volumes_per_node: args.max_volumes_per_node,
         locks: KeyedLocks::default(),
     })

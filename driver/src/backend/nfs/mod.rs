@@ -355,6 +355,9 @@ impl Backend for NfsBackend {
             self.mount_timeout,
         )
         .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::NotFound(format!("volume {id} does not exist: {e}"))
+            }
             std::io::ErrorKind::TimedOut => Error::Unavailable(format!(
                 "mounting {} timed out after {:?}",
                 Self::mount_source(nfs),

@@ -92,7 +92,7 @@ impl NfsClass {
         parameters: &BTreeMap<String, String>,
     ) -> Result<SubDir> {
         let Some(template) = &self.sub_dir_template else {
-            return SubDir::parse(name.as_str());
+            return SubDir::parse(&name.short_dir_name());
         };
         let mut expanded = template.clone();
         for (variable, key) in [

@@ -1,0 +1,138 @@
+//! NFS on the node, with real kernel NFS mounts: this machine's kernel has
+//! no NFS client, so the test boots a QEMU guest with Debian's stock kernel
+//! (the host's root shared read-only, no network card), serves NFS from the
+//! guest's knfsd on its loopback, and runs the host-built `cairn-csi` in it.
+//! `cairn-csi client` plays the kubelet with the kubelet's calls and paths.
+//! One boot runs every step; the guest writes what it saw to a shared dir.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cairn_harness::{require, require_guest, Guest, GuestOptions};
+
+/// The guest's script: functions first, then the scenarios in order.
+const SCRIPT: &str = r#"set -eu
+. "$CAIRN_HARNESS/knfsd.sh"
+knfsd_start /export
+mkdir -p /kubelet
+"$CSI" serve --endpoint /run/csi.sock --node-id guest --backends nfs \
+  --kubelet-dir /kubelet --nfs-timeout 5 2>/share/driver.log &
+DRIVER=$!
+for i in $(seq 100); do [ -S /run/csi.sock ] && break; sleep 0.1; done
+c() { "$CSI" client --endpoint /run/csi.sock "$@"; }
+CAP="--access-mode multi-node-multi-writer"
+id_of() { sed -n 's/.*"volume_id": "\(.*\)".*/\1/p'; }
+staging() { d=/kubelet/plugins/kubernetes.io/csi/cairn.csi.io/$1/globalmount; mkdir -p $d; echo $d; }
+target() { d=/kubelet/pods/$1/volumes/kubernetes.io~csi/$2; mkdir -p $d; echo $d/mount; }
+
+for v in 4.2 4.1 3; do
+  name=pvc-v${v%%.*}-${v#*.}
+  id=$(c -o json volume create $name --size 10Mi --param server=127.0.0.1 --param share=/export \
+        --mount-flag nfsvers=$v --mount-flag hard $CAP | id_of)
+  [ -d /export/$name ]
+  st=$(staging $name)
+  c node stage "$id" "$st" --mount-flag nfsvers=$v --mount-flag hard $CAP
+  c node stage "$id" "$st" --mount-flag nfsvers=$v --mount-flag hard $CAP
+  grep -q " $st nfs" /proc/mounts
+  grep " $st nfs" /proc/mounts | grep -q "vers=$v"
+  t=$(target pod-a-$name $name)
+  c node publish "$id" "$t" --staging-path "$st" $CAP
+  echo "written through the pod" > "$t/hello"
+  sync
+  [ "$(cat /export/$name/hello)" = "written through the pod" ]
+  ro=$(target pod-b-$name $name)
+  c node publish "$id" "$ro" --staging-path "$st" --readonly $CAP
+  [ "$(cat "$ro/hello")" = "written through the pod" ]
+  if echo x > "$ro/nope" 2>/dev/null; then echo "read-only publish took a write"; exit 1; fi
+  c node stats "$id" "$t" | grep -q healthy
+  c node unpublish "$id" "$ro"
+  c node unpublish "$id" "$t"
+  c node unpublish "$id" "$t"
+  c node unstage "$id" "$st"
+  c node unstage "$id" "$st"
+  if grep -q " $st " /proc/mounts; then echo "staging still mounted"; exit 1; fi
+  [ ! -e "$t" ]
+  c volume delete "$id"
+  [ ! -e /export/$name ]
+  echo "LIFECYCLE vers=$v OK"
+done
+
+# Conformance against the NFS backend.
+"$SANITY" --endpoint /run/csi.sock --param server=127.0.0.1 --param share=/export \
+  --staging-dir /kubelet/plugins/sanity --target-dir /kubelet/pods/sanity \
+  --junit /share/sanity-nfs.xml > /share/sanity.txt 2>&1 && echo "SANITY OK" || echo "SANITY FAILED"
+tail -1 /share/sanity.txt
+
+# The server dies while a volume is published.
+id=$(c -o json volume create pvc-dead --size 10Mi --param server=127.0.0.1 --param share=/export \
+      --mount-flag hard $CAP | id_of)
+st=$(staging pvc-dead); t=$(target pod-dead pvc-dead)
+c node stage "$id" "$st" --mount-flag hard $CAP
+c node publish "$id" "$t" --staging-path "$st" $CAP
+echo before > "$t/f"; sync
+knfsd_stop
+start=$(date +%s)
+timeout 30 "$CSI" client --endpoint /run/csi.sock node stats "$id" "$t" > /share/dead-stats.txt 2>&1 || true
+echo "dead stats took $(( $(date +%s) - start ))s"
+start=$(date +%s)
+timeout 60 "$CSI" client --endpoint /run/csi.sock node unpublish "$id" "$t" && echo "DEAD UNPUBLISH OK"
+timeout 60 "$CSI" client --endpoint /run/csi.sock node unstage "$id" "$st" && echo "DEAD UNSTAGE OK"
+echo "dead unpublish+unstage took $(( $(date +%s) - start ))s"
+if grep -q " $st " /proc/mounts; then echo "dead staging still mounted"; fi
+# The driver is still responsive afterwards.
+c info | grep -q "ready:        true" && echo "DRIVER RESPONSIVE"
+kill -TERM $DRIVER; wait $DRIVER || true
+echo "GUEST DONE"
+"#;
+
+#[test]
+fn nfs_volumes_mount_in_a_real_kernel_and_survive_a_dead_server() {
+    require!(require_guest());
+    let csi = env!("CARGO_BIN_EXE_cairn-csi");
+    let sanity = Path::new(csi).with_file_name("cairn-sanity");
+    assert!(
+        sanity.exists(),
+        "{} is missing: build the workspace's binaries (cargo nextest run --workspace does)",
+        sanity.display()
+    );
+    let guest = Guest::prepare().expect("prepare the guest");
+    let share = tempfile::Builder::new()
+        .prefix("cairn-nfs-node-")
+        .tempdir()
+        .unwrap();
+    let script = format!("CSI={csi}\nSANITY={}\n{SCRIPT}", sanity.display());
+    let options = GuestOptions {
+        share: Some(share.path().to_path_buf()),
+        timeout: Duration::from_secs(420),
+        ..GuestOptions::default()
+    };
+    let out = guest.run(&script, &options).expect("run the guest");
+    let read = |name: &str| std::fs::read_to_string(share.path().join(name)).unwrap_or_default();
+    eprintln!(
+        "{out}\n--- driver log\n{}\n--- sanity\n{}",
+        read("driver.log"),
+        read("sanity.txt")
+    );
+    assert!(!out.timed_out, "the guest timed out");
+    for v in ["4.2", "4.1", "3"] {
+        assert!(
+            out.output.contains(&format!("LIFECYCLE vers={v} OK")),
+            "NFS {v} lifecycle failed"
+        );
+    }
+    assert!(
+        out.output.contains("SANITY OK"),
+        "conformance against NFS failed"
+    );
+    let dead_stats = read("dead-stats.txt");
+    assert!(
+        dead_stats.contains("ABNORMAL"),
+        "dead server stats: {dead_stats}"
+    );
+    assert!(out.output.contains("DEAD UNPUBLISH OK"));
+    assert!(out.output.contains("DEAD UNSTAGE OK"));
+    assert!(!out.output.contains("dead staging still mounted"));
+    assert!(out.output.contains("DRIVER RESPONSIVE"));
+    assert!(out.output.contains("GUEST DONE"));
+    assert!(out.success(), "guest script failed");
+}
