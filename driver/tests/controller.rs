@@ -130,24 +130,12 @@ async fn create_is_idempotent_on_name_and_refuses_incompatible_repeats() {
     // Absent capacity gets the default size.
     let mut no_range = create_request("pvc-default", 0);
     no_range.capacity_range = None;
-    let v = c
-        .create_volume(no_range)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create(&mut c, no_range).await;
     assert_eq!(v.capacity_bytes, 1 << 30);
 
     // A 128-byte name works and its id stays within 128 bytes.
     let long = "p".repeat(128);
-    let v = c
-        .create_volume(create_request(&long, 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create(&mut c, create_request(&long, 1 << 20)).await;
     assert!(v.volume_id.len() <= 128);
     let again = c
         .create_volume(create_request(&long, 1 << 20))
@@ -204,13 +192,7 @@ async fn topology_places_volumes_on_this_node_only() {
         requisite: vec![segment("node-b"), segment(NODE)],
         preferred: vec![segment(NODE)],
     });
-    let v = c
-        .create_volume(here)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create(&mut c, here).await;
     assert_eq!(v.accessible_topology, vec![segment(NODE)]);
 
     let capacity = |topology: Option<Topology>| GetCapacityRequest {
@@ -251,13 +233,7 @@ async fn topology_places_volumes_on_this_node_only() {
 async fn delete_is_idempotent_and_validates_ids() {
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
-    let v = c
-        .create_volume(create_request("pvc-del", 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create(&mut c, create_request("pvc-del", 1 << 20)).await;
     std::fs::write(driver.data_dir("pvc-del").join("f"), b"x").unwrap();
     c.delete_volume(delete(&v.volume_id)).await.unwrap();
     c.delete_volume(delete(&v.volume_id)).await.unwrap();
@@ -286,13 +262,7 @@ async fn delete_is_idempotent_and_validates_ids() {
 async fn validate_and_get_volume() {
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
-    let v = c
-        .create_volume(create_request("pvc-val", 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create(&mut c, create_request("pvc-val", 1 << 20)).await;
     let validate = |id: &str, caps: Vec<VolumeCapability>| ValidateVolumeCapabilitiesRequest {
         volume_id: id.into(),
         volume_capabilities: caps,
@@ -353,13 +323,7 @@ async fn list_volumes_pages_visit_every_volume_once() {
     let mut c = driver.controller().await;
     let mut expected = BTreeSet::new();
     for i in 0..7 {
-        let v = c
-            .create_volume(create_request(&format!("pvc-{i}"), 1 << 20))
-            .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap();
+        let v = create(&mut c, create_request(&format!("pvc-{i}"), 1 << 20)).await;
         expected.insert(v.volume_id);
     }
     let list = |token: String| ListVolumesRequest {
@@ -376,13 +340,7 @@ async fn list_volumes_pages_visit_every_volume_once() {
     // Changes between pages: one already listed removed, one new added.
     let listed = first.entries[0].volume.as_ref().unwrap().volume_id.clone();
     c.delete_volume(delete(&listed)).await.unwrap();
-    let added = c
-        .create_volume(create_request("pvc-z", 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let added = create(&mut c, create_request("pvc-z", 1 << 20)).await;
 
     let mut seen: Vec<String> = first
         .entries

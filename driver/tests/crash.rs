@@ -12,12 +12,8 @@ async fn kill9_mid_lifecycle_then_restart_and_retry_converges() {
     let name = "pvc-crash";
     let id = {
         let mut c = driver.controller().await;
-        c.create_volume(create_request(name, 1 << 20))
+        create(&mut c, create_request(name, 1 << 20))
             .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap()
             .volume_id
     };
     let staging = driver.staging_path(&id);
@@ -53,13 +49,7 @@ async fn kill9_mid_lifecycle_then_restart_and_retry_converges() {
     let mut c = driver.controller().await;
     let mut node = driver.node().await;
     // The kubelet and provisioner retry what they had sent: all succeed, nothing doubles.
-    let again = c
-        .create_volume(create_request(name, 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create(&mut c, create_request(name, 1 << 20)).await;
     assert_eq!(again.volume_id, id);
     node.node_stage_volume(stage_request(&id, &staging))
         .await
@@ -100,12 +90,8 @@ async fn volumes_survive_a_restart() {
         let mut ids = Vec::new();
         for i in 0..3 {
             ids.push(
-                c.create_volume(create_request(&format!("pvc-keep-{i}"), 1 << 20))
+                create(&mut c, create_request(&format!("pvc-keep-{i}"), 1 << 20))
                     .await
-                    .unwrap()
-                    .into_inner()
-                    .volume
-                    .unwrap()
                     .volume_id,
             );
         }

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cairn_harness::{require, require_nfs_lab, Ganesha};
+use cairn_harness::{require, require_nfs_lab, Ganesha, NetnsGanesha};
 use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use cairn_proto::v1::*;
 use common::*;
@@ -79,17 +79,11 @@ async fn nfs_volumes_are_directories_on_the_export() {
     assert!(export.join(".pvc-nfs-1.cairn.json").is_file());
 
     // Idempotent on name; a different size is a conflict.
-    let again = c
-        .create_volume(nfs_request(
-            "pvc-nfs-1",
-            port,
-            &[("mountPermissions", "0750")],
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create(
+        &mut c,
+        nfs_request("pvc-nfs-1", port, &[("mountPermissions", "0750")]),
+    )
+    .await;
     assert_eq!(again, volume);
     let mut bigger = nfs_request("pvc-nfs-1", port, &[("mountPermissions", "0750")]);
     bigger.capacity_range.as_mut().unwrap().required_bytes = 50 << 20;
@@ -166,24 +160,12 @@ async fn templates_on_delete_policies_and_two_classes_on_one_export() {
     let template = ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}");
 
     // Two classes on the same export: one default layout, one templated.
-    let plain = c
-        .create_volume(nfs_request("pvc-two", port, &[]))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let plain = create(&mut c, nfs_request("pvc-two", port, &[])).await;
     let mut templated_req = nfs_request("pvc-three", port, &[template, ("onDelete", "archive")]);
     templated_req
         .parameters
         .insert("csi.storage.k8s.io/pvc/name".into(), "data".into());
-    let templated = c
-        .create_volume(templated_req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let templated = create(&mut c, templated_req).await;
     assert!(export.join("pvc-two").is_dir());
     assert!(export.join("default/data").is_dir());
     std::fs::write(export.join("default/data/keep.txt"), b"archived").unwrap();
@@ -205,13 +187,11 @@ async fn templates_on_delete_policies_and_two_classes_on_one_export() {
     c.delete_volume(delete(&templated.volume_id)).await.unwrap();
 
     // Retain leaves the directory.
-    let retained = c
-        .create_volume(nfs_request("pvc-kept", port, &[("onDelete", "retain")]))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let retained = create(
+        &mut c,
+        nfs_request("pvc-kept", port, &[("onDelete", "retain")]),
+    )
+    .await;
     c.delete_volume(delete(&retained.volume_id)).await.unwrap();
     assert!(export.join("pvc-kept").is_dir());
     c.delete_volume(delete(&plain.volume_id)).await.unwrap();
@@ -313,4 +293,26 @@ async fn unreachable_and_silent_servers_fail_with_unavailable_in_time() {
         .await
         .unwrap();
     drop(silent);
+}
+
+#[tokio::test]
+async fn nfsv3_through_rpcbind_in_a_private_network_namespace() {
+    require!(require_nfs_lab());
+    // rpcbind cannot be kept on loopback in this namespace: server and
+    // driver run in a namespace of their own that has only `lo`.
+    let server = NetnsGanesha::start().expect("ganesha and rpcbind in a netns");
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start_in_netns(server.netns().name(), &[]);
+    let mut c = driver.controller().await;
+    let mut req = nfs_request("pvc-v3", 2049, &[]);
+    if let Some(AccessType::Mount(mount)) = req.volume_capabilities[0].access_type.as_mut() {
+        mount.mount_flags = vec!["nfsvers=3".into()];
+    }
+    let volume = create(&mut c, req).await;
+    assert_eq!(volume.volume_id, "nfs:d:2049:127.0.0.1#/export#pvc-v3");
+    assert!(export.join("pvc-v3").is_dir(), "{}", server.log());
+    std::fs::write(export.join("pvc-v3/file"), b"x").unwrap();
+    c.delete_volume(delete(&volume.volume_id)).await.unwrap();
+    assert!(!export.join("pvc-v3").exists());
+    assert!(!export.join(".pvc-v3.cairn.json").exists());
 }

@@ -16,7 +16,7 @@ const SCRIPT: &str = r#"set -eu
 knfsd_start /export
 mkdir -p /kubelet
 "$CSI" serve --endpoint /run/csi.sock --node-id guest --backends nfs \
-  --kubelet-dir /kubelet --nfs-timeout 5 2>/share/driver.log &
+  --kubelet-dir /kubelet --nfs-timeout 15 2>/share/driver.log &
 DRIVER=$!
 for i in $(seq 100); do [ -S /run/csi.sock ] && break; sleep 0.1; done
 c() { "$CSI" client --endpoint /run/csi.sock "$@"; }
@@ -56,6 +56,22 @@ for v in 4.2 4.1 3; do
   [ ! -e /export/$name ]
   echo "LIFECYCLE vers=$v OK"
 done
+
+# The volume's directory is replaced on the server under a staged mount:
+# the stale mount is found at publish and replaced at the next stage.
+id=$(c -o json volume create pvc-stale --size 10Mi --param server=127.0.0.1 --param share=/export $CAP | id_of)
+st=$(staging pvc-stale)
+c node stage "$id" "$st" $CAP
+rm -rf /export/pvc-stale; mkdir /export/pvc-stale; echo fresh > /export/pvc-stale/new
+t=$(target pod-stale pvc-stale)
+if c node publish "$id" "$t" --staging-path "$st" $CAP 2>/share/stale-publish.txt; then
+  echo "published a stale mount"; exit 1
+fi
+c node stage "$id" "$st" $CAP
+c node publish "$id" "$t" --staging-path "$st" $CAP
+[ "$(cat "$t/new")" = fresh ]
+c node unpublish "$id" "$t"; c node unstage "$id" "$st"; c volume delete "$id"
+echo "STALE REPLACED OK"
 
 # Conformance against the NFS backend.
 "$SANITY" --endpoint /run/csi.sock --param server=127.0.0.1 --param share=/export \

@@ -16,13 +16,7 @@ async fn provision_stage_publish_write_readonly_unpublish_unstage_delete() {
     let mut node = driver.node().await;
 
     let name = "pvc-8d1c7b2e-4f0a-4a4e-9d7c-2b6f1e0c9a11";
-    let volume = controller
-        .create_volume(create_request(name, 10 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = create(&mut controller, create_request(name, 10 << 20)).await;
     assert_eq!(volume.capacity_bytes, 10 << 20);
     assert_eq!(volume.volume_id, format!("local:{NODE}:{name}"));
     assert_eq!(
@@ -120,13 +114,7 @@ async fn every_node_call_is_idempotent() {
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
-    let volume = controller
-        .create_volume(create_request("pvc-idem", 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = create(&mut controller, create_request("pvc-idem", 1 << 20)).await;
     let id = volume.volume_id.as_str();
     let staging = driver.staging_path(id);
     let target = driver.target_path("pod-1", "pvc-idem");
@@ -168,13 +156,7 @@ async fn publish_refuses_conflicts_and_unstaged_volumes() {
     let mut node = driver.node().await;
     let mut ids = Vec::new();
     for name in ["pvc-a", "pvc-b"] {
-        let v = controller
-            .create_volume(create_request(name, 1 << 20))
-            .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap();
+        let v = create(&mut controller, create_request(name, 1 << 20)).await;
         ids.push(v.volume_id);
     }
     let (a, b) = (ids[0].as_str(), ids[1].as_str());
@@ -251,13 +233,7 @@ async fn paths_outside_the_kubelet_dir_or_through_symlinks_are_refused() {
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
-    let v = controller
-        .create_volume(create_request("pvc-sym", 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create(&mut controller, create_request("pvc-sym", 1 << 20)).await;
     let id = v.volume_id.as_str();
     let staging = driver.staging_path(id);
     node.node_stage_volume(stage_request(id, &staging))
@@ -322,13 +298,7 @@ async fn stats_report_not_found_and_abnormal_volumes() {
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
-    let v = controller
-        .create_volume(create_request("pvc-stats", 1 << 20))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create(&mut controller, create_request("pvc-stats", 1 << 20)).await;
     let id = v.volume_id.as_str();
     let stats = |path: &std::path::Path| NodeGetVolumeStatsRequest {
         volume_id: id.into(),

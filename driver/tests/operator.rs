@@ -164,13 +164,8 @@ async fn metrics_count_rpcs_volumes_and_mounts_after_a_lifecycle() {
 
     let mut c = driver.controller().await;
     let mut node = driver.node().await;
-    let id = c
-        .create_volume(create_request("pvc-metrics", 1 << 20))
+    let id = create(&mut c, create_request("pvc-metrics", 1 << 20))
         .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
         .volume_id;
     assert!(c
         .create_volume(create_request("pvc-metrics", 2 << 20))

@@ -161,14 +161,7 @@ async fn every_rpc_logs_one_line_and_never_secrets() {
     let mut req = create_request("pvc-logged", 1 << 20);
     req.secrets
         .insert("password".into(), "hunter2-secret".into());
-    let id = c
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-        .volume_id;
+    let id = create(&mut c, req).await.volume_id;
     assert_code(
         c.delete_volume(DeleteVolumeRequest {
             volume_id: "garbage".into(),

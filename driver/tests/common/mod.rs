@@ -41,6 +41,8 @@ pub struct TestDriver {
     pub kubelet: PathBuf,
     pub log: PathBuf,
     extra_args: Vec<String>,
+    /// Network namespace the driver runs in (for NFS servers kept in one).
+    netns: Option<String>,
 }
 
 impl TestDriver {
@@ -65,13 +67,33 @@ impl TestDriver {
             kubelet,
             dir,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            netns: None,
         };
         driver.spawn();
         driver
     }
 
+    /// Starts the driver inside the network namespace `netns` (its unix
+    /// socket is still reached from here: sockets on disk are not namespaced).
+    pub fn start_in_netns(netns: &str, extra: &[&str]) -> Self {
+        let mut driver = Self::start_with(extra);
+        driver.stop();
+        driver.netns = Some(netns.to_string());
+        driver.spawn();
+        driver
+    }
+
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn-csi"));
+        let binary = env!("CARGO_BIN_EXE_cairn-csi");
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the driver: the pid stays the driver's.
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns, binary]);
+                cmd
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("serve")
             .arg("--endpoint")
             .arg(format!("unix://{}", self.socket.display()))
@@ -335,4 +357,19 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: t
         Ok(v) => panic!("expected {code:?}, got success: {v:?}"),
         Err(status) => assert_eq!(status.code(), code, "message: {}", status.message()),
     }
+}
+
+/// CreateVolume that must succeed; returns the volume.
+pub async fn create(
+    controller: &mut ControllerClient<Channel>,
+    request: CreateVolumeRequest,
+) -> Volume {
+    let name = request.name.clone();
+    controller
+        .create_volume(request)
+        .await
+        .unwrap_or_else(|status| panic!("CreateVolume {name}: {status}"))
+        .into_inner()
+        .volume
+        .expect("CreateVolume returned no volume")
 }

@@ -329,16 +329,23 @@ impl Backend for NfsBackend {
 
     fn stage(&self, id: &VolumeId, staging: &Path, cap: &VolumeCapability) -> Result<()> {
         let nfs = nfs_id(id)?;
-        match mount::inspect(staging) {
-            Ok(Some(state)) if state.is_mount_root => return Ok(()),
-            Ok(_) => {}
-            // A mount whose server lost the directory: replace it.
-            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
-                tracing::warn!(volume = %id, path = %staging.display(), "replacing a stale NFS mount");
-                mount::unmount_all(staging)
-                    .map_err(Error::io("unmount stale mount at", staging))?;
-            }
+        let mounted = match mount::inspect(staging) {
+            Ok(state) => state.is_some_and(|s| s.is_mount_root),
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => true,
             Err(e) => return Err(Error::io("inspect", staging)(e)),
+        };
+        if mounted {
+            // Cached attributes cannot tell a stale mount (the directory was
+            // replaced on the server); ask the server, within the deadline.
+            match statvfs_with_deadline(staging, self.deadline, &self.stats_waiting) {
+                Ok(_) => return Ok(()),
+                Err(StatError::Stale) => {
+                    tracing::warn!(volume = %id, path = %staging.display(), "replacing a stale NFS mount");
+                    mount::unmount_all(staging)
+                        .map_err(Error::io("unmount stale mount at", staging))?;
+                }
+                Err(e) => return Err(Error::Unavailable(e.to_string())),
+            }
         }
         let mut options: Vec<String> = capability::mount_flags(cap)
             .iter()
@@ -374,9 +381,17 @@ impl Backend for NfsBackend {
 
     fn is_staged(&self, _id: &VolumeId, staging: &Path) -> Result<bool> {
         match mount::inspect(staging) {
-            Ok(state) => Ok(state.is_some_and(|s| s.is_mount_root)),
-            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => Ok(false),
-            Err(e) => Err(Error::io("inspect", staging)(e)),
+            Ok(Some(state)) if state.is_mount_root => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => return Ok(false),
+            Err(e) => return Err(Error::io("inspect", staging)(e)),
+        }
+        // Never publish a stale mount: report it unstaged, and the kubelet's
+        // next NodeStageVolume replaces it.
+        match statvfs_with_deadline(staging, self.deadline, &self.stats_waiting) {
+            Ok(_) => Ok(true),
+            Err(StatError::Stale) => Ok(false),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
         }
     }
 
@@ -413,10 +428,32 @@ impl Backend for NfsBackend {
                 },
                 Err(why) => Stats {
                     usage: None,
-                    health: Health::Abnormal(why),
+                    health: Health::Abnormal(why.to_string()),
                 },
             },
         )
+    }
+}
+
+/// Why a bounded statvfs gave no numbers.
+#[derive(Debug)]
+enum StatError {
+    /// ESTALE: the mounted directory no longer exists on the server.
+    Stale,
+    /// No answer within the deadline (or one still pending from before).
+    NotResponding,
+    Failed(String),
+}
+
+impl std::fmt::Display for StatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatError::Stale => {
+                f.write_str("stale NFS file handle: the directory is gone on the server")
+            }
+            StatError::NotResponding => f.write_str("the NFS server is not responding"),
+            StatError::Failed(why) => f.write_str(why),
+        }
     }
 }
 
@@ -427,12 +464,11 @@ fn statvfs_with_deadline(
     path: &Path,
     deadline: Duration,
     waiting: &Arc<Mutex<HashSet<PathBuf>>>,
-) -> Result<rustix::fs::StatVfs, String> {
-    let busy = "the NFS server is not responding".to_string();
+) -> Result<rustix::fs::StatVfs, StatError> {
     {
         let mut set = waiting.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(path.to_path_buf()) {
-            return Err(busy);
+            return Err(StatError::NotResponding);
         }
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -453,12 +489,16 @@ fn statvfs_with_deadline(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(path);
-        return Err(format!("cannot start a thread: {e}"));
+        return Err(StatError::Failed(format!("cannot start a thread: {e}")));
     }
     match rx.recv_timeout(deadline) {
         Ok(Ok(st)) => Ok(st),
-        Ok(Err(e)) => Err(format!("statvfs {}: {e}", path.display())),
-        Err(_) => Err(busy),
+        Ok(Err(e)) if e.raw_os_error() == Some(libc::ESTALE) => Err(StatError::Stale),
+        Ok(Err(e)) => Err(StatError::Failed(format!(
+            "statvfs {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Err(StatError::NotResponding),
     }
 }
 
