@@ -38,7 +38,19 @@ fn client(args: cairn_csi::client::ClientArgs) -> std::process::ExitCode {
     }
 }
 
+/// glibc gives each thread that allocates its own malloc arena; with the
+/// blocking pool's threads that is most of the driver's memory. Two arenas
+/// keep a node plugin's RSS in single-digit MB at no measurable cost.
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator tunable; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn serve(args: cairn_csi::cli::ServeArgs) -> std::process::ExitCode {
+    limit_malloc_arenas();
     init_logging(args.log_format);
     // One node runs one copy: a single async thread plus a small, bounded
     // pool for blocking filesystem and mount work keeps memory low.

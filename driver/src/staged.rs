@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::VolumeId;
 
@@ -32,13 +31,15 @@ impl StagedRecords {
         self.dir.join(hex)
     }
 
-    /// Records that `id` is staged at `staging`, durably.
+    /// Records that `id` is staged at `staging`. Written whole (a rename)
+    /// but not flushed: a record lost in a crash only means publish falls
+    /// back to the backend's own check, so it is not worth two fsyncs on
+    /// every NodeStageVolume.
     pub fn record(&self, staging: &Path, id: &VolumeId) -> Result<()> {
         let file = self.file(staging);
         let temp = file.with_extension("tmp");
-        let _ = std::fs::remove_file(&temp);
-        durable::write_new_file(&temp, id.to_string().as_bytes())?;
-        durable::rename(&temp, &file, &self.dir)
+        std::fs::write(&temp, id.to_string()).map_err(Error::io("write", &temp))?;
+        std::fs::rename(&temp, &file).map_err(Error::io("rename", &temp))
     }
 
     /// The volume id recorded for `staging`, if any.
