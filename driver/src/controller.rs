@@ -73,6 +73,18 @@ pub(crate) fn volume_condition(health: Health) -> VolumeCondition {
     }
 }
 
+/// The mount flags (StorageClass `mountOptions`) the capabilities carry,
+/// each once, in order.
+fn mount_flags_of(caps: &[VolumeCapability]) -> Vec<String> {
+    let mut flags: Vec<String> = Vec::new();
+    for flag in caps.iter().flat_map(crate::capability::mount_flags) {
+        if !flags.contains(flag) {
+            flags.push(flag.clone());
+        }
+    }
+    flags
+}
+
 fn sorted(parameters: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     parameters
         .iter()
@@ -108,12 +120,7 @@ impl ControllerService {
                 )));
             }
         }
-        let mut mount_flags: Vec<String> = req
-            .volume_capabilities
-            .iter()
-            .flat_map(|c| crate::capability::mount_flags(c).iter().cloned())
-            .collect();
-        mount_flags.dedup();
+        let mount_flags = mount_flags_of(&req.volume_capabilities);
         let _guard = self.0.locks.lock(name.key().as_str()).await;
         let request = NewVolume {
             name,
@@ -250,11 +257,7 @@ impl ControllerService {
         if !here || check_supported(&*backend, &req.volume_capabilities).is_err() {
             return Ok(GetCapacityResponse::default());
         }
-        let mount_flags: Vec<String> = req
-            .volume_capabilities
-            .iter()
-            .flat_map(|c| crate::capability::mount_flags(c).iter().cloned())
-            .collect();
+        let mount_flags = mount_flags_of(&req.volume_capabilities);
         let available =
             blocking(move || backend.available_bytes(&parameters, &mount_flags)).await?;
         Ok(GetCapacityResponse {
@@ -398,5 +401,27 @@ impl Controller for ControllerService {
         _request: Request<ControllerModifyVolumeRequest>,
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
         Err(unsupported("ControllerModifyVolume"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::v1::volume_capability::{AccessType, MountVolume};
+
+    #[test]
+    fn mount_flags_are_collected_once_each() {
+        let cap = |flags: &[&str]| VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume {
+                mount_flags: flags.iter().map(|f| f.to_string()).collect(),
+                ..Default::default()
+            })),
+            access_mode: None,
+        };
+        let caps = [
+            cap(&["hard", "nfsvers=4.1"]),
+            cap(&["hard", "nfsvers=4.1", "noatime"]),
+        ];
+        assert_eq!(mount_flags_of(&caps), ["hard", "nfsvers=4.1", "noatime"]);
     }
 }

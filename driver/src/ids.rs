@@ -215,6 +215,16 @@ impl NfsServer {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The server as it stands before a port or path: an IPv6 address in
+    /// brackets (`[fd00::5]`), anything else as it is.
+    pub fn host(&self) -> String {
+        if self.0.contains(':') {
+            format!("[{}]", self.0)
+        } else {
+            self.0.clone()
+        }
+    }
 }
 
 /// A relative path of safe components: no `..`, no leading `/` or `.`.

@@ -202,14 +202,12 @@ impl NodeService {
                     )));
                 }
             }
-            if !backend.is_staged(&id, &staging)? {
-                return Err(Error::FailedPrecondition(format!(
+            let staged = backend.staged(&id, &staging)?.ok_or_else(|| {
+                Error::FailedPrecondition(format!(
                     "volume {id} is not staged at {}; call NodeStageVolume first",
                     staging.display()
-                )));
-            }
-            let staged = inspect(&staging)?
-                .ok_or_else(|| Error::FailedPrecondition(format!("volume {id} is not staged")))?;
+                ))
+            })?;
             let target = kubelet.resolve(&target, true)?;
             if let Some(state) = mount_point_dir(&target)? {
                 if state.is_mount_root {

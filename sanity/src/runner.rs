@@ -46,26 +46,19 @@ pub async fn run(config: Config) -> Result<Report, RunError> {
     let node_id = node_id(&clients, &caps).await;
 
     let run_id = run_id();
-    let scratch = std::env::temp_dir().join(format!("cairn-sanity-{run_id}"));
-    let made_scratch = config.staging_base.is_none() || config.target_base.is_none();
-    let staging_base = config
-        .staging_base
-        .clone()
-        .unwrap_or_else(|| scratch.join("staging"));
-    let target_base = config
-        .target_base
-        .clone()
-        .unwrap_or_else(|| scratch.join("target"));
-    for base in [&staging_base, &target_base] {
-        make_dir(base)?;
-    }
+    let bases = Bases::prepare(
+        "cairn-sanity",
+        &run_id,
+        config.staging_base.as_deref(),
+        config.target_base.as_deref(),
+    )?;
 
     let shared = Arc::new(Shared {
         clients,
         caps,
         config,
-        staging_base,
-        target_base,
+        staging_base: bases.staging.clone(),
+        target_base: bases.target.clone(),
         run_id,
         node_id,
     });
@@ -84,11 +77,9 @@ pub async fn run(config: Config) -> Result<Report, RunError> {
         report.cases.push(result);
     }
 
-    if made_scratch {
-        if let Err(problem) = cleanup::remove_dir(&scratch) {
-            if shared.config.progress {
-                eprintln!("warning: {problem}");
-            }
+    if let Err(problem) = bases.remove_scratch() {
+        if shared.config.progress {
+            eprintln!("warning: {problem}");
         }
     }
     Ok(report)
@@ -101,6 +92,40 @@ pub(crate) async fn connect(endpoint: &str) -> Result<tonic::transport::Channel,
             endpoint: endpoint.to_string(),
             source,
         })
+}
+
+/// Where a run's staging and target paths go: the configured bases, or
+/// directories in a scratch dir of the run's own, removed at the end.
+pub(crate) struct Bases {
+    pub staging: PathBuf,
+    pub target: PathBuf,
+    /// Set when this run made the scratch dir (and so removes it).
+    scratch: Option<PathBuf>,
+}
+
+impl Bases {
+    pub(crate) fn prepare(
+        tool: &str,
+        run_id: &str,
+        staging: Option<&Path>,
+        target: Option<&Path>,
+    ) -> Result<Self, RunError> {
+        let scratch = std::env::temp_dir().join(format!("{tool}-{run_id}"));
+        let bases = Self {
+            staging: staging.map_or_else(|| scratch.join("staging"), Path::to_path_buf),
+            target: target.map_or_else(|| scratch.join("target"), Path::to_path_buf),
+            scratch: (staging.is_none() || target.is_none()).then_some(scratch),
+        };
+        for base in [&bases.staging, &bases.target] {
+            make_dir(base)?;
+        }
+        Ok(bases)
+    }
+
+    /// Removes the scratch dir if this run made one.
+    pub(crate) fn remove_scratch(&self) -> Result<(), String> {
+        self.scratch.as_deref().map_or(Ok(()), cleanup::remove_dir)
+    }
 }
 
 fn make_dir(path: &Path) -> Result<(), RunError> {

@@ -24,7 +24,7 @@ use crate::capability::{self, Unsupported};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{LocalVolumeId, NodeId, VolumeId, VolumeKey};
-use crate::mount::{self, BindFlags, MountCounts};
+use crate::mount::{self, BindFlags, MountCounts, PathState};
 
 const META_FILE: &str = "meta.json";
 const DATA_DIR: &str = "data";
@@ -203,6 +203,14 @@ impl LocalBackend {
     }
 }
 
+/// A volume's health from the lookup of its directory.
+fn health_of(data: &Result<(PathBuf, PathState)>) -> Health {
+    match data {
+        Ok(_) => Health::Ok,
+        Err(e) => Health::Abnormal(format!("backing directory unusable: {e}")),
+    }
+}
+
 /// Removes every entry of `dir`; returns how many there were.
 fn clear_dir(dir: &Path) -> Result<usize> {
     let mut removed = 0;
@@ -283,12 +291,13 @@ impl LocalBackend {
         mount::count_volume_mounts(dev, kubelet).map_err(Error::io("read", "/proc/self/mountinfo"))
     }
 
-    /// The directory a volume's pods see; NotFound when it is gone.
-    fn data_dir(&self, id: &VolumeId) -> Result<PathBuf> {
+    /// The directory a volume's pods see, with what one statx of it says
+    /// (its inode identifies the volume's mounts); NotFound when it is gone.
+    fn data_dir(&self, id: &VolumeId) -> Result<(PathBuf, PathState)> {
         let local = self.owned(id)?;
         let data = self.volume_dir(&local.key).join(DATA_DIR);
         match mount::inspect(&data).map_err(Error::io("inspect", &data))? {
-            Some(state) if state.is_dir => Ok(data),
+            Some(state) if state.is_dir => Ok((data, state)),
             _ => Err(Error::NotFound(format!("volume {id} does not exist"))),
         }
     }
@@ -389,18 +398,14 @@ impl Backend for LocalBackend {
     }
 
     fn health(&self, id: &VolumeId) -> Health {
-        match self.data_dir(id) {
-            Ok(_) => Health::Ok,
-            Err(e) => Health::Abnormal(format!("backing directory unusable: {e}")),
-        }
+        health_of(&self.data_dir(id))
     }
 
     fn stage(&self, id: &VolumeId, staging: &Path, _capability: &VolumeCapability) -> Result<()> {
-        let data = self.data_dir(id)?;
+        let (data, source) = self.data_dir(id)?;
         if let Some(state) = mount::inspect(staging).map_err(Error::io("inspect", staging))? {
             if state.is_mount_root {
-                let source = mount::inspect(&data).map_err(Error::io("inspect", &data))?;
-                if source.is_some_and(|s| s.same_inode(&state)) {
+                if source.same_inode(&state) {
                     return Ok(());
                 }
                 return Err(Error::AlreadyExists(format!(
@@ -418,14 +423,10 @@ impl Backend for LocalBackend {
         BindFlags::parse(capability::mount_flags(capability)).map_err(Error::InvalidArgument)
     }
 
-    fn is_staged(&self, id: &VolumeId, staging: &Path) -> Result<bool> {
-        let data = self.data_dir(id)?;
-        let source = mount::inspect(&data).map_err(Error::io("inspect", &data))?;
+    fn staged(&self, id: &VolumeId, staging: &Path) -> Result<Option<PathState>> {
+        let (_, source) = self.data_dir(id)?;
         let staged = mount::inspect(staging).map_err(Error::io("inspect", staging))?;
-        Ok(match (source, staged) {
-            (Some(source), Some(staged)) => staged.is_mount_root && staged.same_inode(&source),
-            _ => false,
-        })
+        Ok(staged.filter(|s| s.is_mount_root && s.same_inode(&source)))
     }
 
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats> {
@@ -438,7 +439,8 @@ impl Backend for LocalBackend {
         let state = mount::inspect(path)
             .map_err(Error::io("inspect", path))?
             .ok_or_else(not_found)?;
-        let health = self.health(id);
+        let data = self.data_dir(id);
+        let health = health_of(&data);
         if !state.is_mount_root {
             if self.get(id)?.is_none() {
                 return Err(not_found());
@@ -450,11 +452,8 @@ impl Backend for LocalBackend {
         }
         // A mount of something else is not this volume. When the volume's
         // directory is gone the mount cannot be compared; report it abnormal.
-        if let Ok(data) = self.data_dir(id) {
-            let same = mount::inspect(&data)
-                .map_err(Error::io("inspect", &data))?
-                .is_some_and(|s| s.same_inode(&state));
-            if !same {
+        if let Ok((_, source)) = &data {
+            if !source.same_inode(&state) {
                 return Err(not_found());
             }
         }

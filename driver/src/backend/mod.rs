@@ -17,7 +17,7 @@ use crate::capability::Unsupported;
 use crate::capacity::Range;
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, VolumeId, VolumeName};
-use crate::mount::BindFlags;
+use crate::mount::{BindFlags, PathState};
 
 /// A CreateVolume request after validation.
 #[derive(Debug, Clone)]
@@ -110,8 +110,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Flags of the bind mount NodePublishVolume makes (read-only is added
     /// by the caller when asked for).
     fn publish_flags(&self, capability: &VolumeCapability) -> Result<BindFlags>;
-    /// Whether `staging` holds this volume, staged.
-    fn is_staged(&self, id: &VolumeId, staging: &Path) -> Result<bool>;
+    /// The staging mount, when `staging` holds this volume staged (and
+    /// usable); `None` otherwise.
+    fn staged(&self, id: &VolumeId, staging: &Path) -> Result<Option<PathState>>;
     /// Usage and health of the volume as mounted at `path`. NotFound when
     /// `path` does not hold this volume.
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats>;

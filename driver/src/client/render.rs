@@ -94,28 +94,26 @@ pub fn plugin_capability_names(caps: &[PluginCapability]) -> Vec<String> {
         .collect()
 }
 
+/// An RPC capability's name as the spec spells it, or its number when this
+/// client does not know it.
+fn rpc_name<T: TryFrom<i32>>(raw: i32, name: fn(&T) -> &'static str) -> String {
+    T::try_from(raw).map_or_else(|_| format!("RPC_{raw}"), |t| name(&t).to_string())
+}
+
 pub fn controller_capability_names(caps: &[ControllerServiceCapability]) -> Vec<String> {
+    use controller_service_capability::{rpc, Type};
     caps.iter()
-        .filter_map(|c| {
-            let controller_service_capability::Type::Rpc(r) = c.r#type.as_ref()?;
-            Some(
-                controller_service_capability::rpc::Type::try_from(r.r#type)
-                    .map(|t| t.as_str_name().to_string())
-                    .unwrap_or_else(|_| format!("RPC_{}", r.r#type)),
-            )
+        .filter_map(|c| match c.r#type.as_ref()? {
+            Type::Rpc(r) => Some(rpc_name(r.r#type, rpc::Type::as_str_name)),
         })
         .collect()
 }
 
 pub fn node_capability_names(caps: &[NodeServiceCapability]) -> Vec<String> {
+    use node_service_capability::{rpc, Type};
     caps.iter()
-        .filter_map(|c| {
-            let node_service_capability::Type::Rpc(r) = c.r#type.as_ref()?;
-            Some(
-                node_service_capability::rpc::Type::try_from(r.r#type)
-                    .map(|t| t.as_str_name().to_string())
-                    .unwrap_or_else(|_| format!("RPC_{}", r.r#type)),
-            )
+        .filter_map(|c| match c.r#type.as_ref()? {
+            Type::Rpc(r) => Some(rpc_name(r.r#type, rpc::Type::as_str_name)),
         })
         .collect()
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::caps::ControllerCap;
 use crate::context::Clients;
-use crate::runner::{connect, discover, run_id, RunError};
+use crate::runner::{connect, discover, run_id, Bases, RunError};
 use lifecycle::{Driver, Published};
 use procfs::ProcUsage;
 use stats::{Samples, Stats};
@@ -112,21 +112,13 @@ pub async fn run_bench(config: BenchConfig) -> Result<BenchReport, BenchError> {
         ));
     }
     let run = run_id();
-    let scratch = std::env::temp_dir().join(format!("cairn-bench-{run}"));
-    let staging_base = config
-        .staging_base
-        .clone()
-        .unwrap_or_else(|| scratch.join("staging"));
-    let target_base = config
-        .target_base
-        .clone()
-        .unwrap_or_else(|| scratch.join("target"));
-    for dir in [&staging_base, &target_base] {
-        std::fs::create_dir_all(dir).map_err(|source| RunError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    let bases = Bases::prepare(
+        "cairn-bench",
+        &run,
+        config.staging_base.as_deref(),
+        config.target_base.as_deref(),
+    )?;
+    let (staging_base, target_base) = (bases.staging.clone(), bases.target.clone());
 
     let baseline = if config.baseline_iterations > 0 {
         Some(measure_kernel(&staging_base, config.baseline_iterations).await)
@@ -170,9 +162,7 @@ pub async fn run_bench(config: BenchConfig) -> Result<BenchReport, BenchError> {
             }
         }
     }
-    if config.staging_base.is_none() || config.target_base.is_none() {
-        let _ = crate::cleanup::remove_dir(&scratch);
-    }
+    let _ = bases.remove_scratch();
     Ok(BenchReport {
         endpoint: config.endpoint,
         workers: config.workers,

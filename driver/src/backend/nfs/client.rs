@@ -26,11 +26,7 @@ pub struct Share {
 }
 
 fn url(server: &NfsServer, port: u16, share: &SharePath, version: Option<&str>) -> String {
-    let host = if server.as_str().contains(':') {
-        format!("[{}]", server.as_str())
-    } else {
-        server.as_str().to_string()
-    };
+    let host = server.host();
     // Without a version the controller tries 4.1, then 3 (through rpcbind).
     let version = version.unwrap_or("4.1,3");
     format!(

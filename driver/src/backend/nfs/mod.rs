@@ -23,7 +23,7 @@ use tokio::runtime::Handle;
 use super::{Backend, Health, NewVolume, Stats, Usage, Volume};
 use crate::capability::{self, Unsupported};
 use crate::error::{Error, Result};
-use crate::ids::{NfsVolumeId, OnDelete, SubDir, VolumeId, MAX_ID_LEN};
+use crate::ids::{NfsServer, NfsVolumeId, OnDelete, SharePath, SubDir, VolumeId, MAX_ID_LEN};
 use crate::mount;
 use client::Share;
 use params::{ClientOptions, NfsClass};
@@ -37,8 +37,6 @@ struct Record {
     capacity_bytes: u64,
     #[serde(default)]
     parameters: BTreeMap<String, String>,
-    #[serde(default)]
-    mount_flags: Vec<String>,
 }
 
 pub struct NfsBackend {
@@ -93,21 +91,35 @@ impl NfsBackend {
         }
     }
 
-    /// Runs the async client from the blocking pool, where these calls run.
-    fn run<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        self.runtime.block_on(work)
+    /// Connects to a share, runs `work` on it and closes it, from the
+    /// blocking pool where backend calls run (the runtime's own thread keeps
+    /// driving the client's sockets and timers).
+    fn with_share<T>(
+        &self,
+        server: &NfsServer,
+        port: u16,
+        share: &SharePath,
+        mount_flags: &[String],
+        work: impl AsyncFnOnce(&Share) -> Result<T>,
+    ) -> Result<T> {
+        let version = ClientOptions::from_mount_flags(mount_flags)?.version;
+        self.runtime.block_on(async {
+            let share =
+                Share::connect(server, port, share, version.as_deref(), self.deadline).await?;
+            let result = work(&share).await;
+            share.close().await;
+            result
+        })
     }
 
-    async fn connect(&self, id: &NfsVolumeId, mount_flags: &[String]) -> Result<Share> {
-        let options = ClientOptions::from_mount_flags(mount_flags)?;
-        Share::connect(
-            &id.server,
-            id.port,
-            &id.share,
-            options.version.as_deref(),
-            self.deadline,
-        )
-        .await
+    /// [`Self::with_share`] on the share that holds volume `id`.
+    fn with_volume_share<T>(
+        &self,
+        id: &NfsVolumeId,
+        mount_flags: &[String],
+        work: impl AsyncFnOnce(&Share) -> Result<T>,
+    ) -> Result<T> {
+        self.with_share(&id.server, id.port, &id.share, mount_flags, work)
     }
 
     async fn read_record(&self, share: &Share, id: &NfsVolumeId) -> Result<Option<Record>> {
@@ -134,13 +146,8 @@ impl NfsBackend {
 
     /// The kernel's view of the volume: `server:/share/subdir`.
     fn mount_source(id: &NfsVolumeId) -> String {
-        let host = if id.server.as_str().contains(':') {
-            format!("[{}]", id.server.as_str())
-        } else {
-            id.server.as_str().to_string()
-        };
         let share = id.share.as_str().trim_end_matches('/');
-        format!("{host}:{share}/{}", id.subdir.as_str())
+        format!("{}:{share}/{}", id.server.host(), id.subdir.as_str())
     }
 }
 
@@ -209,80 +216,67 @@ impl Backend for NfsBackend {
                 id_text.len()
             )));
         }
-        self.run(async {
-            let share = self.connect(&id, &request.mount_flags).await?;
-            let result = async {
-                if let Some(existing) = self.read_record(&share, &id).await? {
-                    let conflict = |why: &str| {
-                        Error::AlreadyExists(format!(
-                            "NFS directory {} already belongs to a volume with {why}",
-                            id.subdir.as_str()
-                        ))
-                    };
-                    if existing.name != request.name.as_str() {
-                        return Err(conflict(&format!("another name ({:?})", existing.name)));
-                    }
-                    if !request.capacity.admits(existing.capacity_bytes) {
-                        return Err(conflict("a capacity outside the requested range"));
-                    }
-                    if existing.parameters != request.parameters {
-                        return Err(conflict("other parameters"));
-                    }
-                    return Ok(Self::to_volume(&id, existing));
-                }
-                // NFS cannot enforce a size per directory: the request is
-                // recorded and reported, not enforced.
-                let capacity = request.capacity.choose(self.default_size, u64::MAX)?;
-                share.mkdir_all(id.subdir.as_str(), class.mode).await?;
-                let record = Record {
-                    name: request.name.as_str().to_string(),
-                    capacity_bytes: capacity,
-                    parameters: request.parameters.clone(),
-                    mount_flags: request.mount_flags.clone(),
+        self.with_volume_share(&id, &request.mount_flags, async |share| {
+            if let Some(existing) = self.read_record(share, &id).await? {
+                let conflict = |why: &str| {
+                    Error::AlreadyExists(format!(
+                        "NFS directory {} already belongs to a volume with {why}",
+                        id.subdir.as_str()
+                    ))
                 };
-                let bytes = serde_json::to_vec(&record)
-                    .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
-                let (path, temp) = record_paths(&id.subdir);
-                share.write_atomic(&path, &temp, bytes).await?;
-                Ok(Self::to_volume(&id, record))
+                if existing.name != request.name.as_str() {
+                    return Err(conflict(&format!("another name ({:?})", existing.name)));
+                }
+                if !request.capacity.admits(existing.capacity_bytes) {
+                    return Err(conflict("a capacity outside the requested range"));
+                }
+                if existing.parameters != request.parameters {
+                    return Err(conflict("other parameters"));
+                }
+                return Ok(Self::to_volume(&id, existing));
             }
-            .await;
-            share.close().await;
-            result
+            // NFS cannot enforce a size per directory: the request is
+            // recorded and reported, not enforced.
+            let capacity = request.capacity.choose(self.default_size, u64::MAX)?;
+            share.mkdir_all(id.subdir.as_str(), class.mode).await?;
+            let record = Record {
+                name: request.name.as_str().to_string(),
+                capacity_bytes: capacity,
+                parameters: request.parameters.clone(),
+            };
+            let bytes = serde_json::to_vec(&record)
+                .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+            let (path, temp) = record_paths(&id.subdir);
+            share.write_atomic(&path, &temp, bytes).await?;
+            Ok(Self::to_volume(&id, record))
         })
     }
 
     fn delete(&self, id: &VolumeId) -> Result<()> {
         let nfs = nfs_id(id)?;
-        self.run(async {
-            let share = self.connect(nfs, &[]).await?;
-            let result = async {
-                let dir = nfs.subdir.as_str();
-                match nfs.on_delete {
-                    OnDelete::Delete => share.remove_tree(dir).await?,
-                    OnDelete::Retain => {}
-                    OnDelete::Archive => {
-                        let archived = format!("{dir}-archived-{}", unix_seconds());
-                        share.rename(dir, &archived).await?;
-                    }
+        self.with_volume_share(nfs, &[], async |share| {
+            let dir = nfs.subdir.as_str();
+            match nfs.on_delete {
+                OnDelete::Delete => share.remove_tree(dir).await?,
+                OnDelete::Retain => {}
+                OnDelete::Archive => {
+                    let archived = format!("{dir}-archived-{}", unix_seconds());
+                    share.rename(dir, &archived).await?;
                 }
-                // Last: while the record exists, a retry finds the volume.
-                let (record, _) = record_paths(&nfs.subdir);
-                share.remove_file(&record).await
             }
-            .await;
-            share.close().await;
-            result
+            // Last: while the record exists, a retry finds the volume.
+            let (record, _) = record_paths(&nfs.subdir);
+            share.remove_file(&record).await
         })
     }
 
     fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
         let nfs = nfs_id(id)?;
-        self.run(async {
-            let share = self.connect(nfs, &[]).await?;
-            let record = self.read_record(&share, nfs).await;
-            share.close().await;
-            Ok(record?.map(|r| Self::to_volume(nfs, r)))
+        self.with_volume_share(nfs, &[], async |share| {
+            Ok(self
+                .read_record(share, nfs)
+                .await?
+                .map(|r| Self::to_volume(nfs, r)))
         })
     }
 
@@ -292,30 +286,22 @@ impl Backend for NfsBackend {
         mount_flags: &[String],
     ) -> Result<u64> {
         let class = NfsClass::parse(parameters)?;
-        let id = NfsVolumeId {
-            server: class.server,
-            port: ClientOptions::from_mount_flags(mount_flags)?.port,
-            share: class.share,
-            subdir: SubDir::parse("unused")?,
-            on_delete: class.on_delete,
-        };
-        self.run(async {
-            let share = self.connect(&id, mount_flags).await?;
-            let available = share.available_bytes().await;
-            share.close().await;
-            available
-        })
+        let port = ClientOptions::from_mount_flags(mount_flags)?.port;
+        self.with_share(
+            &class.server,
+            port,
+            &class.share,
+            mount_flags,
+            async |share| share.available_bytes().await,
+        )
     }
 
     fn health(&self, id: &VolumeId) -> Health {
         let Ok(nfs) = nfs_id(id) else {
             return Health::Abnormal(format!("{id} is not an NFS volume"));
         };
-        let checked = self.run(async {
-            let share = self.connect(nfs, &[]).await?;
-            let exists = share.exists(nfs.subdir.as_str()).await;
-            share.close().await;
-            exists
+        let checked = self.with_volume_share(nfs, &[], async |share| {
+            share.exists(nfs.subdir.as_str()).await
         });
         match checked {
             Ok(true) => Health::Ok,
@@ -379,18 +365,18 @@ impl Backend for NfsBackend {
         Ok(mount::BindFlags::default())
     }
 
-    fn is_staged(&self, _id: &VolumeId, staging: &Path) -> Result<bool> {
-        match mount::inspect(staging) {
-            Ok(Some(state)) if state.is_mount_root => {}
-            Ok(_) => return Ok(false),
-            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => return Ok(false),
+    fn staged(&self, _id: &VolumeId, staging: &Path) -> Result<Option<mount::PathState>> {
+        let state = match mount::inspect(staging) {
+            Ok(Some(state)) if state.is_mount_root => state,
+            Ok(_) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => return Ok(None),
             Err(e) => return Err(Error::io("inspect", staging)(e)),
-        }
+        };
         // Never publish a stale mount: report it unstaged, and the kubelet's
         // next NodeStageVolume replaces it.
         match statvfs_with_deadline(staging, self.deadline, &self.stats_waiting) {
-            Ok(_) => Ok(true),
-            Err(StatError::Stale) => Ok(false),
+            Ok(_) => Ok(Some(state)),
+            Err(StatError::Stale) => Ok(None),
             Err(e) => Err(Error::Unavailable(e.to_string())),
         }
     }
