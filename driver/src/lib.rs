@@ -13,6 +13,7 @@ pub mod client;
 pub mod controller;
 pub mod driver;
 pub mod durable;
+pub mod ephemeral;
 pub mod error;
 pub mod health;
 pub mod identity;

@@ -12,10 +12,11 @@ use cairn_proto::v1::node_service_capability::{rpc::Type as RpcType, Rpc, Type};
 use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Backend, Stats};
+use crate::backend::{Backend, NewVolume, Stats};
 use crate::capability::check_one_well_formed;
 use crate::controller::volume_condition;
 use crate::driver::Driver;
+use crate::ephemeral;
 use crate::error::{missing, Error, Result};
 use crate::ids::VolumeId;
 use crate::mount::{self, PathState};
@@ -163,6 +164,9 @@ impl NodeService {
     }
 
     async fn publish(&self, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse> {
+        if ephemeral::is_ephemeral(&req.volume_context) {
+            return self.publish_inline(req).await;
+        }
         let id = VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
@@ -175,15 +179,6 @@ impl NodeService {
             ));
         }
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
-        if req
-            .volume_context
-            .get("csi.storage.k8s.io/ephemeral")
-            .is_some_and(|v| v == "true")
-        {
-            return Err(Error::InvalidArgument(
-                "inline ephemeral volumes are not supported by this driver yet".into(),
-            ));
-        }
         let mut flags = backend.publish_flags(cap)?;
         if req.readonly || crate::capability::is_read_only_mode(cap) {
             flags = flags.read_only();
@@ -225,29 +220,96 @@ impl NodeService {
         &self,
         req: NodeUnpublishVolumeRequest,
     ) -> Result<NodeUnpublishVolumeResponse> {
-        VolumeId::parse(&req.volume_id)?;
+        let id = ephemeral::parse_node_volume_id(&req.volume_id, self.0.node.as_ref())?;
+        // An inline volume is deleted with its pod, after its last mount.
+        let inline = self
+            .0
+            .node
+            .as_ref()
+            .and_then(|node| ephemeral::volume_id(&req.volume_id, node))
+            .and(self.0.backends.local.clone());
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
-        let _guard = self.0.locks.lock(&req.volume_id).await;
+        // Inline volumes serialize with their creation (keyed like the controller).
+        let lock_key = if inline.is_some() {
+            id.lock_key()
+        } else {
+            req.volume_id.clone()
+        };
+        let _guard = self.0.locks.lock(&lock_key).await;
         blocking(move || {
-            // Gone already (a retry, or after a reboot): nothing to undo.
-            let Some(target) = resolve_existing(&kubelet, &target)? else {
-                return Ok(NodeUnpublishVolumeResponse {});
-            };
-            mount::unmount_all(&target).map_err(Error::io("unmount", &target))?;
-            match std::fs::remove_dir(&target) {
-                Ok(()) => Ok(NodeUnpublishVolumeResponse {}),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Ok(NodeUnpublishVolumeResponse {})
+            // Gone already (a retry, or after a reboot): nothing to unmount.
+            if let Some(target) = resolve_existing(&kubelet, &target)? {
+                mount::unmount_all(&target).map_err(Error::io("unmount", &target))?;
+                match std::fs::remove_dir(&target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove target directory", &target)(e)),
                 }
-                Err(e) => Err(Error::io("remove target directory", &target)(e)),
             }
+            // Also on a retry whose earlier attempt unmounted and then died.
+            if let Some(local) = inline {
+                if local
+                    .get(&id)?
+                    .is_some_and(|v| ephemeral::is_inline_volume(&v.parameters))
+                {
+                    local.delete(&id)?;
+                }
+            }
+            Ok(NodeUnpublishVolumeResponse {})
+        })
+        .await
+    }
+
+    /// NodePublishVolume of an inline ephemeral volume: create the local
+    /// volume (idempotent on the kubelet's handle) and bind it to the target.
+    async fn publish_inline(
+        &self,
+        req: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse> {
+        let node = self
+            .0
+            .node
+            .as_ref()
+            .ok_or_else(|| Error::Internal("the node service runs without a node id".into()))?;
+        let (name, id) = ephemeral::volume_id(&req.volume_id, node).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "inline ephemeral volume_id {:?} is not a kubelet inline handle (csi-<sha256>)",
+                req.volume_id
+            ))
+        })?;
+        let local = self.0.backends.local()?.clone();
+        let kubelet = self.kubelet()?.clone();
+        let target = kubelet.check(&req.target_path, "target_path")?;
+        let cap = check_capability(&*local, req.volume_capability.as_ref())?;
+        let inline = ephemeral::inline_request(&req.volume_context)?;
+        let mut flags = local.publish_flags(cap)?;
+        if req.readonly || crate::capability::is_read_only_mode(cap) {
+            flags = flags.read_only();
+        }
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
+        blocking(move || {
+            local.create(&NewVolume {
+                name,
+                capacity: inline.capacity,
+                parameters: inline.parameters,
+                mount_flags: Vec::new(),
+            })?;
+            let target = kubelet.resolve(&target, true)?;
+            if let Some(state) = mount_point_dir(&target)? {
+                if state.is_mount_root {
+                    let volume = local.data_state(&id)?;
+                    return already_published(&id, &target, &state, &volume, flags);
+                }
+            }
+            local.bind_data(&id, &target, flags)?;
+            Ok(NodePublishVolumeResponse {})
         })
         .await
     }
 
     async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {
-        let id = VolumeId::parse(&req.volume_id)?;
+        let id = ephemeral::parse_node_volume_id(&req.volume_id, self.0.node.as_ref())?;
         let kubelet = self.kubelet()?.clone();
         let path = kubelet.check(&req.volume_path, "volume_path")?;
         let backend = self.0.backends.for_id(&id)?;

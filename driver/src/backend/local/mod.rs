@@ -303,6 +303,20 @@ impl LocalBackend {
     }
 }
 
+impl LocalBackend {
+    /// What one statx of the volume's directory says (for comparing mounts).
+    pub fn data_state(&self, id: &VolumeId) -> Result<PathState> {
+        self.data_dir(id).map(|(_, state)| state)
+    }
+
+    /// Binds the volume's directory straight at `target`: inline ephemeral
+    /// volumes have no staging step.
+    pub fn bind_data(&self, id: &VolumeId, target: &Path, flags: BindFlags) -> Result<()> {
+        let (data, _) = self.data_dir(id)?;
+        mount::bind(&data, target, flags).map_err(Error::io("bind-mount volume at", target))
+    }
+}
+
 impl Backend for LocalBackend {
     fn kind(&self) -> &'static str {
         "local"
