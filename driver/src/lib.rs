@@ -18,6 +18,7 @@ pub mod health;
 pub mod identity;
 pub mod ids;
 pub mod locks;
+pub mod loopdev;
 pub mod metrics;
 pub mod mount;
 pub mod node;
