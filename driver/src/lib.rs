@@ -6,6 +6,7 @@
 //! [`backend`]. Every mount syscall lives in [`mount`].
 
 pub mod backend;
+pub mod block_target;
 pub mod capability;
 pub mod capacity;
 pub mod cli;

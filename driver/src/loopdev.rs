@@ -551,6 +551,7 @@ mod tests {
         let status = device.status().unwrap().expect("bound");
         assert!(status.serves(&std::fs::metadata(&file).unwrap()));
         assert!(!status.read_only && !status.autoclear);
+        eprintln!("direct I/O asked, in effect: {}", status.direct_io);
         assert!(status.file_name.ends_with("/vol"), "{}", status.file_name);
         assert_eq!(device.size_bytes().unwrap(), 4 << 20);
         assert!(attached()
@@ -601,6 +602,7 @@ mod tests {
             .open(device_path(number))
             .and_then(|mut f| f.write_all(&[1; 512]).and_then(|()| f.sync_all()));
         let err = refused.expect_err("a write to a read-only loop device succeeded");
+        eprintln!("write to a read-only loop device: {err}");
         assert!(
             matches!(
                 err.raw_os_error(),

@@ -13,7 +13,7 @@ use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Backend, Stats};
-use crate::capability::check_one_well_formed;
+use crate::capability::{access_kind, check_one_well_formed, AccessKind};
 use crate::controller::volume_condition;
 use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
@@ -88,20 +88,23 @@ fn usage_to_wire(stats: &Stats) -> Vec<VolumeUsage> {
         return Vec::new();
     };
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    vec![
-        VolumeUsage {
-            available: n(u.bytes_available),
-            total: n(u.bytes_total),
-            used: n(u.bytes_used),
-            unit: volume_usage::Unit::Bytes as i32,
-        },
-        VolumeUsage {
+    let mut usage = vec![VolumeUsage {
+        available: n(u.bytes_available),
+        total: n(u.bytes_total),
+        used: n(u.bytes_used),
+        unit: volume_usage::Unit::Bytes as i32,
+    }];
+    // Spec: inode information MAY be omitted when unavailable (a block
+    // volume has none).
+    if u.inodes_total > 0 || u.inodes_used > 0 {
+        usage.push(VolumeUsage {
             available: n(u.inodes_available),
             total: n(u.inodes_total),
             used: n(u.inodes_used),
             unit: volume_usage::Unit::Inodes as i32,
-        },
-    ]
+        });
+    }
+    usage
 }
 
 impl NodeService {
@@ -146,17 +149,24 @@ impl NodeService {
     }
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse> {
-        VolumeId::parse(&req.volume_id)?;
+        let id = VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
         let records = self.staged()?;
+        // A volume of a backend this process does not serve was never staged here.
+        let backend = self.0.backends.for_id(&id).ok();
         let _guard = self.0.locks.lock(&req.volume_id).await;
         blocking(move || {
             // The kubelet owns the staging directory and removes it itself.
             if let Some(staging) = resolve_existing(&kubelet, &staging)? {
                 mount::unmount_all(&staging).map_err(Error::io("unmount", &staging))?;
-                records.forget(&staging)?;
             }
+            // Loop devices of a block volume go even when the path is gone.
+            let lexical = kubelet.lexical(&staging);
+            if let Some(backend) = backend {
+                backend.unstage(&id, &lexical)?;
+            }
+            records.forget(&lexical)?;
             Ok(NodeUnstageVolumeResponse {})
         })
         .await
@@ -184,6 +194,7 @@ impl NodeService {
                 "inline ephemeral volumes are not supported by this driver yet".into(),
             ));
         }
+        let block = access_kind(cap) == AccessKind::Block;
         let mut flags = backend.publish_flags(cap)?;
         if req.readonly || crate::capability::is_read_only_mode(cap) {
             flags = flags.read_only();
@@ -201,6 +212,12 @@ impl NodeService {
                         staging.display()
                     )));
                 }
+            }
+            if block {
+                let device = backend.block_device(&id, &staging, flags.is_read_only())?;
+                let target = kubelet.resolve(&target, true)?;
+                crate::block_target::publish(&id, &device, &target, flags)?;
+                return Ok(NodePublishVolumeResponse {});
             }
             let staged = backend.staged(&id, &staging)?.ok_or_else(|| {
                 Error::FailedPrecondition(format!(
@@ -235,13 +252,8 @@ impl NodeService {
                 return Ok(NodeUnpublishVolumeResponse {});
             };
             mount::unmount_all(&target).map_err(Error::io("unmount", &target))?;
-            match std::fs::remove_dir(&target) {
-                Ok(()) => Ok(NodeUnpublishVolumeResponse {}),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Ok(NodeUnpublishVolumeResponse {})
-                }
-                Err(e) => Err(Error::io("remove target directory", &target)(e)),
-            }
+            crate::block_target::remove(&target)?;
+            Ok(NodeUnpublishVolumeResponse {})
         })
         .await
     }
