@@ -563,6 +563,148 @@ pub(super) fn recover(root: &Path) -> Result<Recovery> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::backend::{Backend, NewVolume};
+    use crate::capability::AccessKind;
+    use crate::ids::{NodeId, VolumeName};
+    use cairn_proto::v1::volume_capability::{
+        access_mode::Mode, AccessMode, AccessType, BlockVolume,
+    };
+    use cairn_proto::v1::VolumeCapability;
+
+    /// Skips a test without root or loop devices, loudly; under CI=true it must run.
+    macro_rules! require_loop {
+        () => {
+            if !rustix::process::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
+                if std::env::var_os("CI").is_some() {
+                    panic!("CI=true: this test needs root and /dev/loop-control");
+                }
+                eprintln!("SKIPPED: needs root and loop devices");
+                return;
+            }
+        };
+    }
+
+    fn backend(root: &Path) -> LocalBackend {
+        LocalBackend::open(NodeId::parse("node-a").unwrap(), root, 1 << 20).unwrap()
+    }
+
+    fn request(name: &str, bytes: u64, access: AccessKind) -> NewVolume {
+        NewVolume {
+            name: VolumeName::parse(name).unwrap(),
+            capacity: Range {
+                required: bytes,
+                limit: None,
+            },
+            parameters: Default::default(),
+            mount_flags: Vec::new(),
+            access,
+        }
+    }
+
+    fn block_cap() -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(AccessType::Block(BlockVolume {})),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        }
+    }
+
+    /// Unstages when the test ends, failed or not: no loop device outlives it.
+    struct Staged<'a>(&'a LocalBackend, VolumeId, PathBuf);
+
+    impl Drop for Staged<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.unstage(&self.1, &self.2);
+        }
+    }
+
+    fn device_size(path: &Path) -> u64 {
+        LoopDevice::open_node(path)
+            .unwrap()
+            .expect("a loop device")
+            .size_bytes()
+            .unwrap()
+    }
+
+    #[test]
+    fn records_from_before_block_volumes_are_mount_volumes() {
+        let meta: super::super::Meta =
+            serde_json::from_str(r#"{"name":"x","capacity_bytes":1}"#).unwrap();
+        assert_eq!(meta.access_type, AccessKind::Mount);
+    }
+
+    #[test]
+    fn create_makes_a_sparse_file_and_conflicts_on_access_type() {
+        let root = tempfile::tempdir().unwrap();
+        let b = backend(root.path());
+        let v = b
+            .create(&request("pvc-b", 5 << 20, AccessKind::Block))
+            .unwrap();
+        let file = root.path().join("volumes/pvc-b/block");
+        let meta = std::fs::metadata(&file).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.len(), 5 << 20);
+        assert_eq!(meta.mode() & 0o777, BLOCK_FILE_MODE);
+        assert!(meta.blocks() * 512 <= 64 << 10, "not sparse");
+        assert!(root.path().join("volumes/pvc-b/attachments").is_dir());
+        assert!(!root.path().join("volumes/pvc-b/data").exists());
+        assert_eq!(
+            b.create(&request("pvc-b", 5 << 20, AccessKind::Block))
+                .unwrap(),
+            v
+        );
+        assert!(matches!(
+            b.create(&request("pvc-b", 5 << 20, AccessKind::Mount)),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(b.health(&v.id), Health::Ok));
+        assert!(matches!(
+            b.grow_block_file(
+                &b.create(&request("pvc-m", 0, AccessKind::Mount))
+                    .unwrap()
+                    .id,
+                1
+            ),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn expansion_grows_the_file_then_the_attached_devices() {
+        require_loop!();
+        let root = tempfile::tempdir().unwrap();
+        let kubelet = tempfile::tempdir().unwrap();
+        let b = backend(root.path());
+        let v = b
+            .create(&request("pvc-grow", 1 << 20, AccessKind::Block))
+            .unwrap();
+        let staging = kubelet.path().join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        b.stage(&v.id, &staging, &block_cap()).unwrap();
+        let _staged = Staged(&b, v.id.clone(), staging.clone());
+        let rw = b.block_device(&v.id, &staging, false).unwrap();
+        let ro = b.block_device(&v.id, &staging, true).unwrap();
+        assert_ne!(rw, ro);
+        assert_eq!(device_size(&rw), 1 << 20);
+
+        let grown = (3 << 20) + 4096;
+        assert_eq!(b.grow_block_file(&v.id, (3 << 20) + 1).unwrap(), grown);
+        // Never shrinks; growing again to the same size is a no-op.
+        assert_eq!(b.grow_block_file(&v.id, 1 << 20).unwrap(), grown);
+        assert_eq!(b.grow_block_file(&v.id, grown).unwrap(), grown);
+        assert_eq!(device_size(&rw), 1 << 20, "device resized before refresh");
+        assert_eq!(b.refresh_block_devices(&v.id).unwrap(), 2);
+        assert_eq!(device_size(&rw), grown);
+        assert_eq!(device_size(&ro), grown);
+
+        // Staged: DeleteVolume refuses; after unstage it deletes.
+        assert!(matches!(b.delete(&v.id), Err(Error::FailedPrecondition(_))));
+        b.unstage(&v.id, &staging).unwrap();
+        assert_eq!(b.refresh_block_devices(&v.id).unwrap(), 0);
+        b.delete(&v.id).unwrap();
+    }
 
     #[test]
     fn capacity_is_whole_blocks_within_the_limit() {
@@ -603,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_and_old_ones_read() {
+    fn records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(attachments(dir.path())).unwrap();
         let id = VolumeId::parse("local:n:pvc-1").unwrap();
