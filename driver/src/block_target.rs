@@ -37,32 +37,52 @@ fn create_file(target: &Path) -> Result<()> {
     }
 }
 
-/// Places `device` (a loop device node) at `target`, with `flags`
-/// (read-only for a read-only publish; the device itself must refuse
-/// writes, which a read-only mount of a device node does not).
-pub fn publish(id: &VolumeId, device: &Path, target: &Path, flags: BindFlags) -> Result<()> {
-    let expected = inspect(device)?
-        .ok_or_else(|| Error::Internal(format!("device node {} is missing", device.display())))?;
+/// What is at a publish target before a publish: checked before a device
+/// is chosen (or attached) for it.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// Nothing, or a file left by an interrupted publish: free to use.
+    Free,
+    /// Something is mounted there already (this device, or not).
+    Mounted(mount::PathState),
+}
+
+/// Refuses a target that is a directory or symlink (nothing is touched).
+pub fn check(target: &Path) -> Result<Target> {
     match inspect(target)? {
-        Some(state) if state.is_mount_root => {
-            if state.same_inode(&expected) {
-                return Ok(());
-            }
-            return Err(Error::AlreadyExists(format!(
-                "{} already holds another device or mount (another volume, or this one with \
-                 another readonly flag); volume {id} cannot be published there",
-                target.display()
-            )));
-        }
-        Some(state) if state.is_dir || state.is_symlink => {
-            return Err(Error::FailedPrecondition(format!(
-                "{} exists and is not a file; a block volume is published on a file",
-                target.display()
-            )))
-        }
-        Some(_) => {}
-        None => create_file(target)?,
+        Some(state) if state.is_mount_root => Ok(Target::Mounted(state)),
+        Some(state) if state.is_dir || state.is_symlink => Err(Error::FailedPrecondition(format!(
+            "{} exists and is not a file; a block volume is published on a file",
+            target.display()
+        ))),
+        _ => Ok(Target::Free),
     }
+}
+
+/// Places `device` (a loop device node) at `target`, as [`check`] found
+/// it, with `flags` (read-only for a read-only publish; the device itself
+/// must refuse writes, which a read-only mount of a device node does not).
+pub fn publish(
+    id: &VolumeId,
+    device: &Path,
+    target: &Path,
+    found: Target,
+    flags: BindFlags,
+) -> Result<()> {
+    if let Target::Mounted(state) = found {
+        let expected = inspect(device)?.ok_or_else(|| {
+            Error::Internal(format!("device node {} is missing", device.display()))
+        })?;
+        if state.same_inode(&expected) {
+            return Ok(());
+        }
+        return Err(Error::AlreadyExists(format!(
+            "{} already holds another device or mount (another volume, or this one with \
+             another readonly flag); volume {id} cannot be published there",
+            target.display()
+        )));
+    }
+    create_file(target)?;
     mount::bind_file(device, target, flags).map_err(Error::io("place block device at", target))
 }
 

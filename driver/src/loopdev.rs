@@ -156,6 +156,10 @@ fn errno(e: &io::Error) -> Option<i32> {
     e.raw_os_error()
 }
 
+fn errno_is(result: &io::Result<()>, code: i32) -> bool {
+    result.as_ref().err().and_then(errno) == Some(code)
+}
+
 /// The attach name: the path's last 63 bytes (what losetup shows without sysfs).
 fn file_name_field(path: &Path) -> [u8; LO_NAME_SIZE] {
     let bytes = path.as_os_str().as_encoded_bytes();
@@ -209,15 +213,6 @@ impl LoopDevice {
                 Ok(()) => return Ok(device),
                 // Another attacher bound it first: ask for another.
                 Err(e) if errno(&e) == Some(libc::EBUSY) => last_busy = Some(e),
-                // A filesystem that cannot do direct I/O: buffered instead.
-                Err(e) if errno(&e) == Some(libc::EINVAL) && flags & LO_FLAGS_DIRECT_IO != 0 => {
-                    flags &= !LO_FLAGS_DIRECT_IO;
-                    match device.configure(&file, flags, &name) {
-                        Ok(()) => return Ok(device),
-                        Err(e) if errno(&e) == Some(libc::EBUSY) => last_busy = Some(e),
-                        Err(e) => return Err(e),
-                    }
-                }
                 Err(e) => return Err(e),
             }
         }
@@ -230,11 +225,42 @@ impl LoopDevice {
         ))
     }
 
-    /// Binds `file` to this (free) device.
+    /// Binds `file` to this (free) device with `flags`. Where the
+    /// filesystem cannot do direct I/O (tmpfs) the device is buffered
+    /// instead; kernels before 5.8 (no LOOP_CONFIGURE: EINVAL or ENOTTY)
+    /// bind with LOOP_SET_FD, then set the flags, without direct I/O.
     fn configure(&self, file: &File, flags: u32, name: &[u8; LO_NAME_SIZE]) -> io::Result<()> {
         let mut info = LoopInfo64::zeroed();
         info.lo_flags = flags;
         info.lo_file_name = *name;
+        let mut result = self.loop_configure(file, info);
+        if flags & LO_FLAGS_DIRECT_IO != 0 && errno_is(&result, libc::EINVAL) {
+            info.lo_flags &= !LO_FLAGS_DIRECT_IO;
+            result = self.loop_configure(file, info);
+        }
+        if !(errno_is(&result, libc::EINVAL) || errno_is(&result, libc::ENOTTY)) {
+            return result;
+        }
+        info.lo_flags &= !LO_FLAGS_DIRECT_IO;
+        // SAFETY: LOOP_SET_FD takes the backing file descriptor.
+        unsafe { ioctl(&self.fd, LOOP_SET_FD, file.as_raw_fd() as usize)? };
+        // SAFETY: LOOP_SET_STATUS64 reads a `struct loop_info64`, which
+        // lives across the call.
+        let set = unsafe {
+            ioctl(
+                &self.fd,
+                LOOP_SET_STATUS64,
+                &info as *const LoopInfo64 as usize,
+            )
+        };
+        if let Err(e) = set {
+            let _ = self.clear();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn loop_configure(&self, file: &File, info: LoopInfo64) -> io::Result<()> {
         let config = LoopConfig {
             fd: file.as_raw_fd() as u32,
             block_size: 0,
@@ -243,34 +269,14 @@ impl LoopDevice {
         };
         // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which lives
         // across the call.
-        match unsafe {
+        unsafe {
             ioctl(
                 &self.fd,
                 LOOP_CONFIGURE,
                 &config as *const LoopConfig as usize,
-            )
-        } {
-            Ok(_) => Ok(()),
-            // Kernels before 5.8: bind, then set the flags.
-            Err(e) if matches!(errno(&e), Some(libc::ENOTTY)) => {
-                // SAFETY: LOOP_SET_FD takes the backing file descriptor.
-                unsafe { ioctl(&self.fd, LOOP_SET_FD, file.as_raw_fd() as usize)? };
-                // SAFETY: LOOP_SET_STATUS64 reads a `struct loop_info64`.
-                let set = unsafe {
-                    ioctl(
-                        &self.fd,
-                        LOOP_SET_STATUS64,
-                        &info as *const LoopInfo64 as usize,
-                    )
-                };
-                if let Err(e) = set {
-                    let _ = self.clear();
-                    return Err(e);
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+            )?
+        };
+        Ok(())
     }
 
     /// Opens existing loop device `number` (for status, resize or detach).
@@ -578,6 +584,45 @@ mod tests {
         // Detaching again is not an error.
         LoopDevice::open(number).unwrap().detach().unwrap();
         assert!(!attached().unwrap().iter().any(|a| a.backing_file == file));
+    }
+
+    /// Unmounts a test mount when the test ends.
+    struct Unmount(PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+
+    #[test]
+    fn direct_io_falls_back_where_the_filesystem_cannot() {
+        require_loop!();
+        // ramfs has no O_DIRECT: LOOP_CONFIGURE with direct I/O is EINVAL there.
+        let dir = tempfile::tempdir().unwrap();
+        rustix::mount::mount(
+            "ramfs",
+            dir.path(),
+            "ramfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let _unmount = Unmount(dir.path().to_path_buf());
+        let file = sparse_file(dir.path(), "ramfs", 1 << 20);
+        let guard = Guard(Some(
+            LoopDevice::attach(
+                &file,
+                AttachOptions {
+                    read_only: false,
+                    direct_io: true,
+                },
+            )
+            .unwrap(),
+        ));
+        let status = guard.device().status().unwrap().unwrap();
+        assert!(status.serves(&std::fs::metadata(&file).unwrap()));
+        assert!(!status.direct_io);
     }
 
     #[test]

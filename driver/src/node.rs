@@ -1,5 +1,8 @@
 //! The CSI Node service: stage binds the volume's directory at the staging
-//! path, publish binds the staged mount into the pod's target path.
+//! path, publish binds the staged mount into the pod's target path. A raw
+//! block volume (access type block) is staged as a loop device and
+//! published as that device node bind-mounted on a target file
+//! (`block_target.rs`).
 //!
 //! Idempotency comes from looking at the path itself (one `statx`): a mount
 //! root showing the volume's inode is this volume, already in place.
@@ -214,9 +217,12 @@ impl NodeService {
                 }
             }
             if block {
-                let device = backend.block_device(&id, &staging, flags.is_read_only())?;
+                // The target first: a hostile one is refused before a
+                // read-only device is attached for it.
                 let target = kubelet.resolve(&target, true)?;
-                crate::block_target::publish(&id, &device, &target, flags)?;
+                let found = crate::block_target::check(&target)?;
+                let device = backend.block_device(&id, &staging, flags.is_read_only())?;
+                crate::block_target::publish(&id, &device, &target, found, flags)?;
                 return Ok(NodePublishVolumeResponse {});
             }
             let staged = backend.staged(&id, &staging)?.ok_or_else(|| {

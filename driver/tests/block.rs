@@ -534,14 +534,20 @@ async fn hostile_paths_are_refused_without_touching_anything() {
         (dir_target.display().to_string(), Code::FailedPrecondition),
     ];
     for (target, code) in attempts {
-        let mut req = block_publish_request(&id, &staging, Path::new("/"), false);
-        req.target_path = target.clone();
-        let result = node.node_publish_volume(req).await;
-        match result {
-            Ok(_) => panic!("publish at {target:?} succeeded"),
-            Err(status) => assert_eq!(status.code(), code, "{target:?}: {}", status.message()),
+        for readonly in [false, true] {
+            let mut req = block_publish_request(&id, &staging, Path::new("/"), readonly);
+            req.target_path = target.clone();
+            let result = node.node_publish_volume(req).await;
+            match result {
+                Ok(_) => panic!("publish at {target:?} succeeded"),
+                Err(status) => {
+                    assert_eq!(status.code(), code, "{target:?}: {}", status.message())
+                }
+            }
         }
     }
+    // Refused read-only publishes attached no read-only device.
+    assert_eq!(loops_below(driver.dir.path()), devices);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
     assert!(std::fs::symlink_metadata(&link_target)
