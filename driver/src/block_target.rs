@@ -47,15 +47,26 @@ pub enum Target {
     Mounted(mount::PathState),
 }
 
-/// Refuses a target that is a directory or symlink (nothing is touched).
+/// Refuses a target that is anything but a regular file or nothing
+/// (a directory, a symlink, a device...); nothing is touched.
 pub fn check(target: &Path) -> Result<Target> {
-    match inspect(target)? {
-        Some(state) if state.is_mount_root => Ok(Target::Mounted(state)),
-        Some(state) if state.is_dir || state.is_symlink => Err(Error::FailedPrecondition(format!(
+    let not_a_file = || {
+        Error::FailedPrecondition(format!(
             "{} exists and is not a file; a block volume is published on a file",
             target.display()
-        ))),
-        _ => Ok(Target::Free),
+        ))
+    };
+    match inspect(target)? {
+        None => Ok(Target::Free),
+        Some(state) if state.is_mount_root => Ok(Target::Mounted(state)),
+        Some(state) if state.is_dir || state.is_symlink => Err(not_a_file()),
+        Some(_) => match std::fs::symlink_metadata(target) {
+            Ok(meta) if meta.is_file() => Ok(Target::Free),
+            Ok(_) => Err(not_a_file()),
+            // Removed in between: free.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Target::Free),
+            Err(e) => Err(Error::io("stat", target)(e)),
+        },
     }
 }
 
@@ -120,6 +131,33 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join("x"), b"").unwrap();
         assert!(remove(&sub).is_err());
+    }
+
+    #[test]
+    fn check_takes_files_and_nothing_only() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(check(&dir.path().join("none")), Ok(Target::Free)));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(matches!(check(&file), Ok(Target::Free)));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        for bad in [dir.path().to_path_buf(), link, fifo] {
+            assert!(
+                matches!(check(&bad), Err(Error::FailedPrecondition(_))),
+                "{}",
+                bad.display()
+            );
+        }
     }
 
     #[test]
