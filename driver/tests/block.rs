@@ -260,6 +260,19 @@ async fn block_volume_two_pods_read_only_and_no_leaks() {
         assert_eq!(stats.usage[0].total, SIZE);
         assert!(!stats.volume_condition.unwrap().abnormal);
     }
+    // Another volume's id at this target: not published there.
+    let other = create(&mut controller, block_create_request("pvc-other", 1 << 20))
+        .await
+        .volume_id;
+    assert_code(
+        node.node_get_volume_stats(stats_request(&other, &pod_a))
+            .await,
+        Code::NotFound,
+    );
+    controller
+        .delete_volume(delete_request(&other))
+        .await
+        .unwrap();
     let health = controller
         .controller_get_volume(ControllerGetVolumeRequest {
             volume_id: id.into(),

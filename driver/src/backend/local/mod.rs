@@ -517,7 +517,12 @@ impl Backend for LocalBackend {
             .ok_or_else(not_found)?;
         // A block volume's publish target is a file (the device node).
         if !state.is_dir {
-            return block::stats_at_target(&self.block_dir(id)?, id, path, &state);
+            return match self.block_dir(id) {
+                Ok(dir) => block::stats_at_target(&dir, id, path, &state),
+                // A mount volume is never published on a file.
+                Err(Error::FailedPrecondition(_)) => Err(not_found()),
+                Err(e) => Err(e),
+            };
         }
         if !state.is_mount_root {
             if let Ok(dir) = self.block_dir(id) {
