@@ -276,8 +276,26 @@ impl Drop for TestDriver {
 }
 
 /// Loop devices (number, backing file) serving files at or below `dir`,
-/// read from sysfs (`(deleted)` files included).
+/// read from sysfs (`(deleted)` files included). A detached device that
+/// someone (udev's probe) still holds open for a moment stays bound with
+/// autoclear set until that close: such devices are waited for (2 s at
+/// most) before the answer is given.
 pub fn loops_below(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let found = loops_below_now(dir);
+        let closing = found.iter().any(|(n, _)| {
+            std::fs::read_to_string(format!("/sys/block/loop{n}/loop/autoclear"))
+                .is_ok_and(|v| v.trim() == "1")
+        });
+        if !closing || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn loops_below_now(dir: &Path) -> Vec<(u32, PathBuf)> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
         return found;
