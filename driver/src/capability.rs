@@ -6,6 +6,46 @@ use cairn_proto::v1::VolumeCapability;
 use crate::error::Error;
 use crate::mount::BindFlags;
 
+/// How a volume is consumed: a mounted filesystem or a raw block device.
+/// Recorded with a volume; records from before block support are mounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessKind {
+    #[default]
+    Mount,
+    Block,
+}
+
+impl AccessKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKind::Mount => "mount",
+            AccessKind::Block => "block",
+        }
+    }
+}
+
+/// The access type of a (well formed) capability.
+pub fn access_kind(cap: &VolumeCapability) -> AccessKind {
+    match cap.access_type {
+        Some(AccessType::Block(_)) => AccessKind::Block,
+        _ => AccessKind::Mount,
+    }
+}
+
+/// The one access type a CreateVolume asks for. A volume is either a
+/// filesystem or a device, so a request mixing both is invalid.
+pub fn access_kind_of(caps: &[VolumeCapability], field: &str) -> Result<AccessKind, Error> {
+    let mut kinds = caps.iter().map(access_kind);
+    let first = kinds.next().unwrap_or_default();
+    if kinds.any(|k| k != first) {
+        return Err(Error::InvalidArgument(format!(
+            "{field} mixes access types mount and block; a volume is one or the other"
+        )));
+    }
+    Ok(first)
+}
+
 /// A capability a caller may legitimately ask for that the volume cannot serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported(pub String);
@@ -70,9 +110,8 @@ pub fn local_supports(cap: &VolumeCapability) -> Result<(), Unsupported> {
             BindFlags::parse(&mount.mount_flags).map_err(Unsupported)?;
             Ok(())
         }
-        Some(AccessType::Block(_)) => Err(Unsupported(
-            "block access is not supported for local volumes yet".into(),
-        )),
+        // A sparse file attached to a loop device (backend/local/block.rs).
+        Some(AccessType::Block(_)) => Ok(()),
         None => Err(Unsupported("access_type is required".into())),
     }
 }
@@ -125,15 +164,53 @@ mod tests {
         }
     }
 
+    fn block() -> Option<AccessType> {
+        Some(AccessType::Block(BlockVolume {}))
+    }
+
     #[test]
-    fn multi_node_block_fs_type_and_odd_flags_are_not() {
+    fn single_node_block_is_supported_multi_node_is_not() {
+        for mode in [
+            Mode::SingleNodeWriter,
+            Mode::SingleNodeReaderOnly,
+            Mode::SingleNodeSingleWriter,
+            Mode::SingleNodeMultiWriter,
+        ] {
+            assert_eq!(local_supports(&cap(mode, block())), Ok(()));
+        }
+        for mode in [
+            Mode::MultiNodeMultiWriter,
+            Mode::MultiNodeSingleWriter,
+            Mode::MultiNodeReaderOnly,
+        ] {
+            assert!(local_supports(&cap(mode, block())).is_err());
+        }
+    }
+
+    #[test]
+    fn a_request_is_mount_or_block_never_both() {
+        let m = cap(Mode::SingleNodeWriter, mount("", &[]));
+        let b = cap(Mode::SingleNodeWriter, block());
+        assert_eq!(
+            access_kind_of(&[m.clone(), m.clone()], "c").unwrap(),
+            AccessKind::Mount
+        );
+        assert_eq!(
+            access_kind_of(&[b.clone(), b.clone()], "c").unwrap(),
+            AccessKind::Block
+        );
+        assert!(matches!(
+            access_kind_of(&[m, b], "c"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let json = serde_json::to_string(&AccessKind::Block).unwrap();
+        assert_eq!(json, "\"block\"");
+    }
+
+    #[test]
+    fn multi_node_fs_type_and_odd_flags_are_not() {
         assert!(local_supports(&cap(Mode::MultiNodeMultiWriter, mount("", &[]))).is_err());
         assert!(local_supports(&cap(Mode::MultiNodeReaderOnly, mount("", &[]))).is_err());
-        assert!(local_supports(&cap(
-            Mode::SingleNodeWriter,
-            Some(AccessType::Block(BlockVolume {}))
-        ))
-        .is_err());
         assert!(local_supports(&cap(Mode::SingleNodeWriter, mount("ext4", &[]))).is_err());
         assert!(local_supports(&cap(Mode::SingleNodeWriter, mount("", &["uid=0"]))).is_err());
     }

@@ -9,7 +9,7 @@ use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{self, Backend, Health, NewVolume};
-use crate::capability::check_well_formed;
+use crate::capability::{access_kind_of, check_well_formed};
 use crate::capacity::Range;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -96,6 +96,7 @@ impl ControllerService {
     async fn create(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
         let name = VolumeName::parse(&req.name)?;
         check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
+        let access = access_kind_of(&req.volume_capabilities, "volume_capabilities")?;
         let parameters = sorted(&req.parameters);
         let backend = self.0.backends.for_parameters(&parameters)?;
         check_supported(&*backend, &req.volume_capabilities)?;
@@ -127,6 +128,7 @@ impl ControllerService {
             capacity,
             parameters,
             mount_flags,
+            access,
         };
         let volume = blocking(move || backend.create(&request)).await?;
         Ok(CreateVolumeResponse {
@@ -161,9 +163,11 @@ impl ControllerService {
         let id = VolumeId::parse(&req.volume_id)?;
         check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
         let backend = self.0.backends.for_id(&id)?;
-        let (volume, _) = self.get(id).await?;
-        let mismatch = if let Err(e) = check_supported(&*backend, &req.volume_capabilities) {
-            Some(e.to_string())
+        let (volume, _) = self.get(id.clone()).await?;
+        let caps = req.volume_capabilities.clone();
+        let supported = blocking(move || backend.supports_volume(&id, &caps)).await?;
+        let mismatch = if let Err(e) = supported {
+            Some(e.0)
         } else if !req.parameters.is_empty() && sorted(&req.parameters) != volume.parameters {
             Some("parameters differ from those the volume was created with".into())
         } else if !req.mutable_parameters.is_empty() {

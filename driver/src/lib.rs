@@ -6,6 +6,7 @@
 //! [`backend`]. Every mount syscall lives in [`mount`].
 
 pub mod backend;
+pub mod block_target;
 pub mod capability;
 pub mod capacity;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod identity;
 pub mod ids;
 pub mod locks;
+pub mod loopdev;
 pub mod metrics;
 pub mod mount;
 pub mod node;

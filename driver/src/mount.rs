@@ -166,6 +166,47 @@ pub fn bind(source: &Path, target: &Path, flags: BindFlags) -> io::Result<()> {
     Ok(())
 }
 
+/// Bind-mounts the file `source` (a device node, for a raw block volume)
+/// on the existing regular file `target`, with `flags` applied before the
+/// mount becomes visible. Neither path is followed if it is a symlink.
+///
+/// A read-only bind does not stop writes to a device node (they bypass the
+/// mount); callers that need a read-only device must bind a device that
+/// is read-only itself.
+pub fn bind_file(source: &Path, target: &Path, flags: BindFlags) -> io::Result<()> {
+    let target_fd = rustix::fs::open(
+        target,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if !rustix::fs::fstat(&target_fd).map(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+    })? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", target.display()),
+        ));
+    }
+    let tree = rustix::mount::open_tree(
+        CWD,
+        source,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    if flags != BindFlags::default() {
+        mount_setattr(tree.as_fd(), flags)?;
+    }
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        "",
+        target_fd.as_fd(),
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
 /// `struct mount_attr` of linux/mount.h (MOUNT_ATTR_SIZE_VER0).
 #[repr(C)]
 struct MountAttr {

@@ -1,5 +1,8 @@
 //! The CSI Node service: stage binds the volume's directory at the staging
-//! path, publish binds the staged mount into the pod's target path.
+//! path, publish binds the staged mount into the pod's target path. A raw
+//! block volume (access type block) is staged as a loop device and
+//! published as that device node bind-mounted on a target file
+//! (`block_target.rs`).
 //!
 //! Idempotency comes from looking at the path itself (one `statx`): a mount
 //! root showing the volume's inode is this volume, already in place.
@@ -13,7 +16,7 @@ use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Backend, NewVolume, Stats};
-use crate::capability::check_one_well_formed;
+use crate::capability::{access_kind, check_one_well_formed, AccessKind};
 use crate::controller::volume_condition;
 use crate::driver::Driver;
 use crate::ephemeral;
@@ -89,20 +92,23 @@ fn usage_to_wire(stats: &Stats) -> Vec<VolumeUsage> {
         return Vec::new();
     };
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    vec![
-        VolumeUsage {
-            available: n(u.bytes_available),
-            total: n(u.bytes_total),
-            used: n(u.bytes_used),
-            unit: volume_usage::Unit::Bytes as i32,
-        },
-        VolumeUsage {
+    let mut usage = vec![VolumeUsage {
+        available: n(u.bytes_available),
+        total: n(u.bytes_total),
+        used: n(u.bytes_used),
+        unit: volume_usage::Unit::Bytes as i32,
+    }];
+    // Spec: inode information MAY be omitted when unavailable (a block
+    // volume has none).
+    if u.inodes_total > 0 || u.inodes_used > 0 {
+        usage.push(VolumeUsage {
             available: n(u.inodes_available),
             total: n(u.inodes_total),
             used: n(u.inodes_used),
             unit: volume_usage::Unit::Inodes as i32,
-        },
-    ]
+        });
+    }
+    usage
 }
 
 impl NodeService {
@@ -147,17 +153,24 @@ impl NodeService {
     }
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse> {
-        VolumeId::parse(&req.volume_id)?;
+        let id = VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
         let records = self.staged()?;
+        // A volume of a backend this process does not serve was never staged here.
+        let backend = self.0.backends.for_id(&id).ok();
         let _guard = self.0.locks.lock(&req.volume_id).await;
         blocking(move || {
             // The kubelet owns the staging directory and removes it itself.
             if let Some(staging) = resolve_existing(&kubelet, &staging)? {
                 mount::unmount_all(&staging).map_err(Error::io("unmount", &staging))?;
-                records.forget(&staging)?;
             }
+            // Loop devices of a block volume go even when the path is gone.
+            let lexical = kubelet.lexical(&staging);
+            if let Some(backend) = backend {
+                backend.unstage(&id, &lexical)?;
+            }
+            records.forget(&lexical)?;
             Ok(NodeUnstageVolumeResponse {})
         })
         .await
@@ -179,6 +192,7 @@ impl NodeService {
             ));
         }
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
+        let block = access_kind(cap) == AccessKind::Block;
         let mut flags = backend.publish_flags(cap)?;
         if req.readonly || crate::capability::is_read_only_mode(cap) {
             flags = flags.read_only();
@@ -196,6 +210,15 @@ impl NodeService {
                         staging.display()
                     )));
                 }
+            }
+            if block {
+                // The target first: a hostile one is refused before a
+                // read-only device is attached for it.
+                let target = kubelet.resolve(&target, true)?;
+                let found = crate::block_target::check(&target)?;
+                let device = backend.block_device(&id, &staging, flags.is_read_only())?;
+                crate::block_target::publish(&id, &device, &target, found, flags)?;
+                return Ok(NodePublishVolumeResponse {});
             }
             let staged = backend.staged(&id, &staging)?.ok_or_else(|| {
                 Error::FailedPrecondition(format!(
@@ -241,11 +264,7 @@ impl NodeService {
             // Gone already (a retry, or after a reboot): nothing to unmount.
             if let Some(target) = resolve_existing(&kubelet, &target)? {
                 mount::unmount_all(&target).map_err(Error::io("unmount", &target))?;
-                match std::fs::remove_dir(&target) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("remove target directory", &target)(e)),
-                }
+                crate::block_target::remove(&target)?;
             }
             // Also on a retry whose earlier attempt unmounted and then died.
             if let Some(local) = inline {
@@ -282,6 +301,12 @@ impl NodeService {
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
         let cap = check_capability(&*local, req.volume_capability.as_ref())?;
+        if access_kind(cap) == AccessKind::Block {
+            return Err(Error::InvalidArgument(
+                "inline ephemeral volumes are filesystems; access type block is not supported"
+                    .into(),
+            ));
+        }
         let inline = ephemeral::inline_request(&req.volume_context)?;
         let mut flags = local.publish_flags(cap)?;
         if req.readonly || crate::capability::is_read_only_mode(cap) {
@@ -294,6 +319,7 @@ impl NodeService {
                 capacity: inline.capacity,
                 parameters: inline.parameters,
                 mount_flags: Vec::new(),
+                access: AccessKind::Mount,
             })?;
             let target = kubelet.resolve(&target, true)?;
             if let Some(state) = mount_point_dir(&target)? {

@@ -83,6 +83,13 @@ impl KubeletDir {
         })
     }
 
+    /// Where `path` is on disk, without looking: what [`Self::resolve`]
+    /// returns when nothing on the way is a symlink. For naming a path that
+    /// may be gone (records keyed by staging path), never for touching it.
+    pub fn lexical(&self, path: &KubeletPath) -> PathBuf {
+        self.real.join(&path.relative)
+    }
+
     /// Walks down to `path`'s parent refusing symlinks, creating missing
     /// directories when `create_parents` is set, and returns the real path.
     /// The final component is not created; it may be missing or a directory,

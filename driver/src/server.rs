@@ -50,6 +50,21 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
                     args.local_root.display()
                 )
             })?;
+        // Loop devices are the node plugin's: only it clears what a crash
+        // left attached (a controller-only process would race its stages).
+        // Failing to check is logged, not fatal: mount volumes still work.
+        if args.mode.serves_node() {
+            match local.recover_block_devices() {
+                Ok(recovered) => tracing::info!(
+                    kept = recovered.kept,
+                    detached = recovered.detached,
+                    "loop devices of block volumes checked"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check loop devices of block volumes")
+                }
+            }
+        }
         backends.local = Some(Arc::new(local));
     }
     if args.backends.contains(&BackendChoice::Nfs) {

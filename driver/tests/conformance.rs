@@ -29,6 +29,7 @@ async fn conformance(endpoint: &str, controller: Option<String>, driver: &TestDr
         .collect();
     assert!(leftovers.is_empty(), "leftovers: {leftovers:?}");
     assert_eq!(mounts_below(driver.dir.path()), 0);
+    assert_eq!(loops_below(driver.dir.path()), vec![], "loop devices left");
 }
 
 #[tokio::test]

@@ -33,9 +33,10 @@ async fn create_validates_every_argument() {
     for cap in [
         mount_capability(Mode::MultiNodeMultiWriter),
         mount_capability(Mode::Unknown),
+        // Block is supported on one node only (tests/block.rs).
         VolumeCapability {
             access_type: Some(AccessType::Block(BlockVolume {})),
-            ..rwo()
+            ..mount_capability(Mode::MultiNodeMultiWriter)
         },
         VolumeCapability {
             access_type: Some(AccessType::Mount(MountVolume {

@@ -8,12 +8,12 @@ pub mod local;
 pub mod nfs;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_proto::v1::VolumeCapability;
 
-use crate::capability::Unsupported;
+use crate::capability::{AccessKind, Unsupported};
 use crate::capacity::Range;
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, VolumeId, VolumeName};
@@ -28,6 +28,8 @@ pub struct NewVolume {
     pub parameters: BTreeMap<String, String>,
     /// Mount flags of the requested capabilities (StorageClass `mountOptions`).
     pub mount_flags: Vec<String>,
+    /// Filesystem or raw block device (all requested capabilities agree).
+    pub access: AccessKind,
 }
 
 /// A volume as its backend records it.
@@ -116,6 +118,33 @@ pub trait Backend: Send + Sync + 'static {
     /// Usage and health of the volume as mounted at `path`. NotFound when
     /// `path` does not hold this volume.
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats>;
+
+    /// Whether the existing volume `id` can serve every one of `caps` (its
+    /// access type included), for ValidateVolumeCapabilities: `Ok(Err(_))`
+    /// says why not.
+    fn supports_volume(
+        &self,
+        _id: &VolumeId,
+        caps: &[VolumeCapability],
+    ) -> Result<Result<(), Unsupported>> {
+        Ok(caps.iter().try_for_each(|cap| self.supports(cap)))
+    }
+
+    /// Undoes what `stage` did besides the staging mount, which the caller
+    /// unmounts (a block volume's loop devices). `staging` may be gone
+    /// already; it names the staging, nothing is read from it.
+    fn unstage(&self, _id: &VolumeId, _staging: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// For a raw block volume staged at `staging`: the device node to place
+    /// at a publish target, a read-only device when `read_only`.
+    fn block_device(&self, id: &VolumeId, _staging: &Path, _read_only: bool) -> Result<PathBuf> {
+        Err(Error::FailedPrecondition(format!(
+            "volume {id}: {} volumes have no raw block access",
+            self.kind()
+        )))
+    }
 }
 
 /// The backends this process serves, by kind.

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use cairn_proto::v1::controller_client::ControllerClient;
 use cairn_proto::v1::identity_client::IdentityClient;
 use cairn_proto::v1::node_client::NodeClient;
-use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use cairn_proto::v1::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
+};
 use cairn_proto::v1::*;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
@@ -232,6 +234,34 @@ impl TestDriver {
     pub fn data_dir(&self, key: &str) -> PathBuf {
         self.root.join("volumes").join(key).join("data")
     }
+
+    /// The kubelet's staging path for a block volume (a directory the
+    /// kubelet creates): `plugins/kubernetes.io/csi/volumeDevices/staging/<pv>`.
+    pub fn block_staging_path(&self, pv: &str) -> PathBuf {
+        let path = self
+            .kubelet
+            .join("plugins/kubernetes.io/csi/volumeDevices/staging")
+            .join(pv);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    /// The kubelet's publish path for a block volume and pod:
+    /// `plugins/kubernetes.io/csi/volumeDevices/publish/<pv>/<pod-uid>`. The
+    /// kubelet creates the parent; the driver creates the file.
+    pub fn block_target_path(&self, pv: &str, pod_uid: &str) -> PathBuf {
+        let parent = self
+            .kubelet
+            .join("plugins/kubernetes.io/csi/volumeDevices/publish")
+            .join(pv);
+        std::fs::create_dir_all(&parent).unwrap();
+        parent.join(pod_uid)
+    }
+
+    /// Where a local block volume's bytes live on disk.
+    pub fn block_file(&self, key: &str) -> PathBuf {
+        self.root.join("volumes").join(key).join("block")
+    }
 }
 
 impl Drop for TestDriver {
@@ -241,6 +271,110 @@ impl Drop for TestDriver {
             let _ = child.wait();
         }
         unmount_below(self.dir.path());
+        detach_loops_below(self.dir.path());
+    }
+}
+
+/// Loop devices (number, backing file) serving files at or below `dir`,
+/// read from sysfs (`(deleted)` files included). A detached device that
+/// someone (udev's probe) still holds open for a moment stays bound with
+/// autoclear set until that close: such devices are waited for (2 s at
+/// most) before the answer is given.
+pub fn loops_below(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let found = loops_below_now(dir);
+        let closing = found.iter().any(|(n, _)| {
+            std::fs::read_to_string(format!("/sys/block/loop{n}/loop/autoclear"))
+                .is_ok_and(|v| v.trim() == "1")
+        });
+        if !closing || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn loops_below_now(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(number) = name.strip_prefix("loop").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let text = text.trim_end_matches('\n');
+        let path = PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(text));
+        if path.starts_with(dir) {
+            found.push((number, path));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// How many loop devices are bound on the host (any backing file).
+pub fn loops_attached() -> usize {
+    std::fs::read_dir("/sys/block")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("loop/backing_file"))
+                        .is_ok_and(|t| !t.trim().is_empty())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Detaches every loop device serving a file below `dir` (test cleanup).
+pub fn detach_loops_below(dir: &Path) {
+    for (number, _) in loops_below(dir) {
+        if let Ok(device) = cairn_csi::loopdev::LoopDevice::open(number) {
+            let _ = device.detach();
+        }
+    }
+}
+
+/// A raw block capability.
+pub fn block_capability(mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+/// A CreateVolume request for a raw block volume (PVC `volumeMode: Block`).
+pub fn block_create_request(name: &str, bytes: i64) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        volume_capabilities: vec![block_capability(Mode::SingleNodeWriter)],
+        ..create_request(name, bytes)
+    }
+}
+
+pub fn block_stage_request(volume_id: &str, staging: &Path) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_capability: Some(block_capability(Mode::SingleNodeWriter)),
+        ..stage_request(volume_id, staging)
+    }
+}
+
+pub fn block_publish_request(
+    volume_id: &str,
+    staging: &Path,
+    target: &Path,
+    readonly: bool,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_capability: Some(block_capability(Mode::SingleNodeWriter)),
+        ..publish_request(volume_id, staging, target, readonly)
     }
 }
 

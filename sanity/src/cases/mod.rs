@@ -7,6 +7,7 @@ use std::pin::Pin;
 use crate::check::CaseResult;
 use crate::context::Ctx;
 
+mod block;
 mod capacity;
 mod create_volume;
 mod delete_volume;
@@ -63,6 +64,7 @@ pub fn all() -> Vec<Case> {
         node_stage::cases(),
         node_publish::cases(),
         node_stats::cases(),
+        block::cases(),
         lifecycle::cases(),
     ]
     .into_iter()

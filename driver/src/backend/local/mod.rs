@@ -3,13 +3,18 @@
 //! Layout (all state lives with the data; there is no central table):
 //! ```text
 //! <root>/volumes/<key>/meta.json   what CreateVolume recorded
-//! <root>/volumes/<key>/data/       what pods see
+//! <root>/volumes/<key>/data/       what pods see (a mount volume)
+//! <root>/volumes/<key>/block        the device's bytes (a block volume, see block.rs)
 //! <root>/tmp/                      volumes being made (removed at startup)
 //! <root>/trash/                    volumes being deleted (finished at startup)
 //! ```
 //! A volume is created complete in `tmp/` and renamed into `volumes/`, and
 //! deleted by renaming it into `trash/` first: a crash at any point leaves
 //! either a whole volume or none, and a restart clears the leftovers.
+
+mod block;
+
+pub use block::Recovery;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use cairn_proto::v1::VolumeCapability;
 
 use super::{Backend, Health, NewVolume, Stats, Usage, Volume};
-use crate::capability::{self, Unsupported};
+use crate::capability::{self, AccessKind, Unsupported};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{LocalVolumeId, NodeId, VolumeId, VolumeKey};
@@ -44,6 +49,9 @@ struct Meta {
     capacity_bytes: u64,
     #[serde(default)]
     parameters: BTreeMap<String, String>,
+    /// Records from before block volumes are mount volumes.
+    #[serde(default)]
+    access_type: AccessKind,
 }
 
 /// One page of a volume listing.
@@ -175,19 +183,23 @@ impl LocalBackend {
         let scratch = self.tmp_dir().join(self.scratch_name(key));
         let result = (|| {
             std::fs::create_dir(&scratch).map_err(Error::io("create", &scratch))?;
-            let data = scratch.join(DATA_DIR);
-            std::fs::create_dir(&data).map_err(Error::io("create", &data))?;
-            // Explicitly, so the process umask does not narrow it.
-            std::fs::set_permissions(
-                &data,
-                std::os::unix::fs::PermissionsExt::from_mode(DATA_MODE),
-            )
-            .map_err(Error::io("chmod", &data))?;
+            if meta.access_type == AccessKind::Block {
+                block::make_payload(&scratch, meta.capacity_bytes)?;
+            } else {
+                let data = scratch.join(DATA_DIR);
+                std::fs::create_dir(&data).map_err(Error::io("create", &data))?;
+                // Explicitly, so the process umask does not narrow it.
+                std::fs::set_permissions(
+                    &data,
+                    std::os::unix::fs::PermissionsExt::from_mode(DATA_MODE),
+                )
+                .map_err(Error::io("chmod", &data))?;
+            }
             let record = serde_json::to_vec_pretty(meta)
                 .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
             durable::write_new_file(&scratch.join(META_FILE), &record)?;
-            // Makes both entries (data/, meta.json) durable; the empty data/
-            // directory itself has nothing to flush.
+            // Makes both entries (data/ or block, meta.json) durable; the
+            // empty data/ directory itself has nothing to flush.
             durable::sync_dir(&scratch)?;
             durable::rename(&scratch, &self.volume_dir(key), &self.volumes_dir())
         })();
@@ -295,11 +307,55 @@ impl LocalBackend {
     /// (its inode identifies the volume's mounts); NotFound when it is gone.
     fn data_dir(&self, id: &VolumeId) -> Result<(PathBuf, PathState)> {
         let local = self.owned(id)?;
-        let data = self.volume_dir(&local.key).join(DATA_DIR);
+        let dir = self.volume_dir(&local.key);
+        let data = dir.join(DATA_DIR);
         match mount::inspect(&data).map_err(Error::io("inspect", &data))? {
             Some(state) if state.is_dir => Ok((data, state)),
+            // Spec: "exceeds capabilities" for mount access to a block volume.
+            _ if block::is_block(&dir)? => Err(Error::FailedPrecondition(format!(
+                "volume {id} is a raw block volume; use access type block"
+            ))),
             _ => Err(Error::NotFound(format!("volume {id} does not exist"))),
         }
+    }
+
+    /// The directory of block volume `id`; FailedPrecondition for a mount
+    /// volume, NotFound when there is none.
+    fn block_dir(&self, id: &VolumeId) -> Result<PathBuf> {
+        let local = self.owned(id)?;
+        let dir = self.volume_dir(&local.key);
+        if block::is_block(&dir)? {
+            return Ok(dir);
+        }
+        if mount::inspect(&dir.join(DATA_DIR))
+            .map_err(Error::io("inspect", &dir))?
+            .is_some_and(|s| s.is_dir)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is a mount volume; use access type mount"
+            )));
+        }
+        Err(Error::NotFound(format!("volume {id} does not exist")))
+    }
+
+    /// Startup, node side: detaches loop devices of this root that nothing
+    /// stages any more (see block.rs). The controller never runs it: only
+    /// the node plugin attaches devices.
+    pub fn recover_block_devices(&self) -> Result<Recovery> {
+        block::recover(&self.root)
+    }
+
+    /// Expansion of a block volume, step one: grows its file to at least
+    /// `bytes` (whole 4 KiB blocks; never shrinks). Returns the new size.
+    /// The recorded capacity (meta.json) is the caller's to update.
+    pub fn grow_block_file(&self, id: &VolumeId, bytes: u64) -> Result<u64> {
+        block::grow(&self.block_dir(id)?, id, bytes)
+    }
+
+    /// Expansion of a block volume, step two (node side): every loop device
+    /// attached for it takes the file's new size. Returns how many.
+    pub fn refresh_block_devices(&self, id: &VolumeId) -> Result<usize> {
+        block::refresh_devices(&self.block_dir(id)?, id)
     }
 }
 
@@ -356,15 +412,25 @@ impl Backend for LocalBackend {
             if existing.parameters != request.parameters {
                 return Err(conflict("other parameters".into()));
             }
+            if existing.access_type != request.access {
+                return Err(conflict(format!(
+                    "access type {}",
+                    existing.access_type.as_str()
+                )));
+            }
             return Ok(self.to_volume(key, existing));
         }
-        let capacity = request
+        let mut capacity = request
             .capacity
             .choose(self.default_size, self.max_volume_bytes()?)?;
+        if request.access == AccessKind::Block {
+            capacity = block::capacity(capacity, &request.capacity)?;
+        }
         let meta = Meta {
             name: request.name.as_str().to_string(),
             capacity_bytes: capacity,
             parameters: request.parameters.clone(),
+            access_type: request.access,
         };
         self.make(&key, &meta)?;
         Ok(self.to_volume(key, meta))
@@ -381,6 +447,7 @@ impl Backend for LocalBackend {
             Err(e) => return Err(e),
         };
         let dir = self.volume_dir(&local.key);
+        block::check_unused(&dir, id)?;
         let doomed = self.trash_dir().join(self.scratch_name(&local.key));
         match durable::rename(&dir, &doomed, &self.volumes_dir()) {
             Ok(()) => {}
@@ -412,10 +479,19 @@ impl Backend for LocalBackend {
     }
 
     fn health(&self, id: &VolumeId) -> Health {
-        health_of(&self.data_dir(id))
+        let data = self.data_dir(id);
+        if data.is_err() {
+            if let Ok(dir) = self.block_dir(id) {
+                return block::health(&dir, id);
+            }
+        }
+        health_of(&data)
     }
 
-    fn stage(&self, id: &VolumeId, staging: &Path, _capability: &VolumeCapability) -> Result<()> {
+    fn stage(&self, id: &VolumeId, staging: &Path, capability: &VolumeCapability) -> Result<()> {
+        if capability::access_kind(capability) == AccessKind::Block {
+            return block::stage(&self.block_dir(id)?, id, staging);
+        }
         let (data, source) = self.data_dir(id)?;
         if let Some(state) = mount::inspect(staging).map_err(Error::io("inspect", staging))? {
             if state.is_mount_root {
@@ -453,6 +529,20 @@ impl Backend for LocalBackend {
         let state = mount::inspect(path)
             .map_err(Error::io("inspect", path))?
             .ok_or_else(not_found)?;
+        // A block volume's publish target is a file (the device node).
+        if !state.is_dir {
+            return match self.block_dir(id) {
+                Ok(dir) => block::stats_at_target(&dir, id, path, &state),
+                // A mount volume is never published on a file.
+                Err(Error::FailedPrecondition(_)) => Err(not_found()),
+                Err(e) => Err(e),
+            };
+        }
+        if !state.is_mount_root {
+            if let Ok(dir) = self.block_dir(id) {
+                return block::stats_at_staging(&dir, id, path);
+            }
+        }
         let data = self.data_dir(id);
         let health = health_of(&data);
         if !state.is_mount_root {
@@ -477,6 +567,41 @@ impl Backend for LocalBackend {
             health,
         })
     }
+
+    fn supports_volume(
+        &self,
+        id: &VolumeId,
+        caps: &[VolumeCapability],
+    ) -> Result<Result<(), Unsupported>> {
+        let local = self.owned(id)?;
+        let meta = self
+            .read_meta(&local.key)?
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        Ok(caps.iter().try_for_each(|cap| {
+            capability::local_supports(cap)?;
+            let asked = capability::access_kind(cap);
+            if asked != meta.access_type {
+                return Err(Unsupported(format!(
+                    "volume {id} is a {} volume; access type {} is not supported for it",
+                    meta.access_type.as_str(),
+                    asked.as_str()
+                )));
+            }
+            Ok(())
+        }))
+    }
+
+    fn unstage(&self, id: &VolumeId, staging: &Path) -> Result<()> {
+        // Another node's volume was never staged here.
+        let Ok(local) = self.owned(id) else {
+            return Ok(());
+        };
+        block::unstage(&self.volume_dir(&local.key), id, staging)
+    }
+
+    fn block_device(&self, id: &VolumeId, staging: &Path, read_only: bool) -> Result<PathBuf> {
+        block::device(&self.block_dir(id)?, id, staging, read_only)
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +623,7 @@ mod tests {
             },
             parameters: BTreeMap::new(),
             mount_flags: Vec::new(),
+            access: AccessKind::Mount,
         }
     }
 
