@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod cli;
 pub mod client;
 pub mod controller;
+pub mod copy;
 pub mod driver;
 pub mod durable;
 pub mod error;
