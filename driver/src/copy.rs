@@ -85,16 +85,11 @@ pub fn copy(
     dst_name: &str,
     cancel: &AtomicBool,
 ) -> Result<CopyStats> {
-    let mut copier = Copier {
-        stats: CopyStats::default(),
-        cancel,
-        reflink: true,
-        path: PathBuf::from(src_name),
-    };
+    let mut copier = Copier::new(cancel, src_name);
     let st = rustix::fs::statat(src_dir, src_name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| copier.fail("stat", e))?;
     match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => copier.tree(src_dir, src_name, dst_dir, dst_name)?,
+        FileType::Directory => copier.tree(src_dir, src_name, Dest::New(dst_dir, dst_name))?,
         FileType::RegularFile => {
             let done = copier.file(src_dir, src_name, dst_dir, dst_name)?;
             if !done {
@@ -109,6 +104,26 @@ pub fn copy(
             )))
         }
     }
+    Ok(copier.stats)
+}
+
+/// Where a copied tree's root goes.
+enum Dest<'a> {
+    New(BorrowedFd<'a>, &'a str),
+    Existing(BorrowedFd<'a>),
+}
+
+/// Copies the directory `src_name` of `src_dir` into the existing, empty
+/// directory `dst`: its entries, then its owner, mode and times. For a new
+/// volume whose data directory is made (and set up) before it is filled.
+pub fn copy_into(
+    src_dir: BorrowedFd<'_>,
+    src_name: &str,
+    dst: BorrowedFd<'_>,
+    cancel: &AtomicBool,
+) -> Result<CopyStats> {
+    let mut copier = Copier::new(cancel, src_name);
+    copier.tree(src_dir, src_name, Dest::Existing(dst))?;
     Ok(copier.stats)
 }
 
@@ -174,7 +189,16 @@ fn is_gone(e: Errno) -> bool {
     matches!(e, Errno::NOENT | Errno::LOOP | Errno::NOTDIR)
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
+    fn new(cancel: &'a AtomicBool, root: &str) -> Self {
+        Copier {
+            stats: CopyStats::default(),
+            cancel,
+            reflink: true,
+            path: PathBuf::from(root),
+        }
+    }
+
     fn fail(&self, action: &'static str, e: Errno) -> Error {
         Error::io(action, self.path.clone())(e.into())
     }
@@ -216,23 +240,22 @@ impl Copier<'_> {
         .map_err(|e| self.fail("open new directory", e))
     }
 
-    /// Copies a directory tree, depth first, without recursion.
-    fn tree(
-        &mut self,
-        src_parent: BorrowedFd<'_>,
-        src_name: &str,
-        dst_parent: BorrowedFd<'_>,
-        dst_name: &str,
-    ) -> Result<()> {
-        let src_name_c = cstring(src_name)?;
-        let dst_name_c = cstring(dst_name)?;
-        let Some(src) = self.open_dir(src_parent, &src_name_c)? else {
+    /// Copies a directory tree, depth first, without recursion. `dst` is
+    /// where the tree's root goes: a new entry of a directory, or an existing
+    /// directory whose owner, mode and times become the source root's.
+    fn tree(&mut self, src_parent: BorrowedFd<'_>, src_name: &str, dst: Dest<'_>) -> Result<()> {
+        let Some(src) = self.open_dir(src_parent, &cstring(src_name)?)? else {
             return Err(Error::FailedPrecondition(format!(
                 "{src_name} changed while it was being copied"
             )));
         };
         let meta = rustix::fs::fstat(&src).map_err(|e| self.fail("stat", e))?;
-        let dst = self.new_dir(dst_parent, &dst_name_c)?;
+        let dst = match dst {
+            Dest::New(parent, name) => self.new_dir(parent, &cstring(name)?)?,
+            Dest::Existing(dir) => dir
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("duplicate fd of", self.path.clone())(e))?,
+        };
         let src = Dir::new(src).map_err(|e| self.fail("read directory", e))?;
         let mut stack = vec![Level { src, dst, meta }];
         self.path = PathBuf::new();

@@ -26,6 +26,7 @@ pub mod paths;
 pub mod rpc;
 pub mod server;
 pub mod signal;
+pub mod snapshots;
 pub mod socket;
 pub mod staged;
 pub mod topology;

@@ -104,7 +104,7 @@ fn populate(root: &Path) {
     std::fs::hard_link(root.join("top.txt"), root.join("a/hardlink")).unwrap();
     rustix::fs::mknodat(
         CWD,
-        &root.join("pipe"),
+        root.join("pipe"),
         FileType::Fifo,
         Mode::from_raw_mode(0o620),
         0,
@@ -112,7 +112,7 @@ fn populate(root: &Path) {
     .unwrap();
     // Not every filesystem takes user xattrs; the comparison sees either way.
     let _ = rustix::fs::setxattr(
-        &root.join("top.txt"),
+        root.join("top.txt"),
         "user.cairn",
         b"kept",
         XattrFlags::empty(),
@@ -133,7 +133,7 @@ fn populate(root: &Path) {
         };
         rustix::fs::utimensat(
             CWD,
-            &root.join(rel),
+            root.join(rel),
             &Timestamps {
                 last_access: t,
                 last_modification: t,
@@ -288,7 +288,7 @@ fn device_nodes_are_skipped_and_counted() {
     // /dev/null's numbers: harmless even if it were opened.
     rustix::fs::mknodat(
         CWD,
-        &src.join("null"),
+        src.join("null"),
         FileType::CharacterDevice,
         Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
