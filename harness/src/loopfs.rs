@@ -46,6 +46,11 @@ impl LoopFs {
         Self::make(size_mib, "xfs", &["-q", "-m", "reflink=1"], "mkfs.xfs")
     }
 
+    /// A fresh XFS without reflink (every copy is a full copy), for comparisons.
+    pub fn xfs_without_reflink(size_mib: u64) -> Result<LoopFs> {
+        Self::make(size_mib, "xfs", &["-q", "-m", "reflink=0"], "mkfs.xfs")
+    }
+
     fn make(size_mib: u64, fstype: &str, mkfs_args: &[&str], mkfs: &str) -> Result<LoopFs> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-loopfs-")

@@ -213,10 +213,11 @@ fn payload_of(volume: &OwnedFd, dir: &Path) -> Result<(&'static str, PayloadKind
     )))
 }
 
-fn log_copy(what: &str, id: &str, stats: &CopyStats, started: Instant) {
+fn log_copy(what: &str, id: &str, stats: &CopyStats, started: Instant, copied: Duration) {
     tracing::info!(
         what,
         id,
+        copy_ms = copied.as_secs_f64() * 1000.0,
         files = stats.files,
         reflinked = stats.reflinked,
         bytes = stats.bytes,
@@ -364,6 +365,7 @@ impl LocalBackend {
             let dst = open_dir(&scratch)?
                 .ok_or_else(|| Error::Internal(format!("{} vanished", scratch.display())))?;
             let stats = copy::copy(source.as_fd(), payload, dst.as_fd(), PAYLOAD, cancel)?;
+            let copied = started.elapsed();
             // A DeleteVolume during the copy removed files under it: the
             // copy may be partial. (One that starts after this check found
             // the copy complete.)
@@ -390,7 +392,13 @@ impl LocalBackend {
                 &self.snapshot_dir(&plan.key),
                 &self.snapshots_dir(),
             )?;
-            log_copy("snapshot", &plan.pending.id.to_string(), &stats, started);
+            log_copy(
+                "snapshot",
+                &plan.pending.id.to_string(),
+                &stats,
+                started,
+                copied,
+            );
             Ok(Snapshot {
                 ready: true,
                 ..plan.pending.clone()
@@ -615,11 +623,13 @@ impl LocalBackend {
             let dst = open_dir(data)?
                 .ok_or_else(|| Error::Internal(format!("{} vanished", data.display())))?;
             let stats = copy::copy_into(source.as_fd(), plan.payload, dst.as_fd(), cancel)?;
+            let copied = started.elapsed();
             if !still_there(&plan.source_dir, &source)? {
                 return Err(gone());
             }
             copy::sync_filesystem(data)?;
-            log_copy("restore", &source_name, &stats, started);
+            let what = format!("volume {} from {source_name}", plan.key);
+            log_copy("restore", &what, &stats, started, copied);
             Ok(())
         };
         self.make(&plan.key, &plan.meta, Some(&fill))?;
