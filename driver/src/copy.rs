@@ -86,6 +86,7 @@ pub fn copy(
     cancel: &AtomicBool,
 ) -> Result<CopyStats> {
     let mut copier = Copier::new(cancel, src_name);
+    copier.check_cancel()?;
     let st = rustix::fs::statat(src_dir, src_name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| copier.fail("stat", e))?;
     match FileType::from_raw_mode(st.st_mode) {
@@ -123,6 +124,7 @@ pub fn copy_into(
     cancel: &AtomicBool,
 ) -> Result<CopyStats> {
     let mut copier = Copier::new(cancel, src_name);
+    copier.check_cancel()?;
     copier.tree(src_dir, src_name, Dest::Existing(dst))?;
     Ok(copier.stats)
 }

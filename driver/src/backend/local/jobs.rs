@@ -9,6 +9,10 @@
 //! is on disk (renamed into place) or has failed, so a later call finds
 //! either the finished thing on disk or nothing and starts over.
 //!
+//! Copies wait for one of a few slots before they take a thread of the
+//! blocking pool, so a burst of long copies cannot occupy every thread that
+//! mount and filesystem calls need.
+//!
 //! Nothing here survives a restart, by design: a copy interrupted by a
 //! crash left only a scratch directory under `tmp/`, which startup removes.
 
@@ -16,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::ids::VolumeKey;
@@ -60,14 +64,8 @@ impl<P, T: Clone> Job<P, T> {
 #[derive(Debug)]
 pub struct Jobs<P, T> {
     running: Table<P, T>,
-}
-
-impl<P, T> Default for Jobs<P, T> {
-    fn default() -> Self {
-        Self {
-            running: Arc::default(),
-        }
-    }
+    /// Copies allowed to run at once (shared with other tables).
+    slots: Arc<Semaphore>,
 }
 
 impl<P, T> Jobs<P, T>
@@ -75,7 +73,14 @@ where
     P: Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
 {
-    /// The copy running for `key`, if any.
+    pub fn new(slots: Arc<Semaphore>) -> Self {
+        Self {
+            running: Arc::default(),
+            slots,
+        }
+    }
+
+    /// The copy running (or waiting for a slot) for `key`, if any.
     pub fn get(&self, key: &VolumeKey) -> Option<Arc<Job<P, T>>> {
         self.table().get(key).cloned()
     }
@@ -85,9 +90,9 @@ where
         self.table().keys().cloned().collect()
     }
 
-    /// Starts `work` on the blocking pool and registers it under `key`. The
-    /// caller holds the key's lock and has checked that nothing runs for it.
-    /// Must be called inside the async runtime.
+    /// Registers `work` under `key` and runs it on the blocking pool once a
+    /// slot is free. The caller holds the key's lock and has checked that
+    /// nothing runs for it. Must be called inside the async runtime.
     pub fn start(
         &self,
         key: VolumeKey,
@@ -101,18 +106,27 @@ where
         });
         self.table().insert(key.clone(), job.clone());
         let running = self.running.clone();
+        let slots = self.slots.clone();
         let mine = job.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = work(&mine).map_err(Arc::new);
-            // Leave the table first: whoever sees the outcome and calls
-            // again must find the result on disk, not this job.
-            {
-                let mut table = running.lock().unwrap_or_else(|p| p.into_inner());
-                if table.get(&key).is_some_and(|j| Arc::ptr_eq(j, &mine)) {
-                    table.remove(&key);
+        tokio::spawn(async move {
+            // Never closed, so this only waits.
+            let permit = slots.acquire_owned().await;
+            let done = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let outcome = work(&mine).map_err(Arc::new);
+                // Leave the table first: whoever sees the outcome and calls
+                // again must find the result on disk, not this job.
+                {
+                    let mut table = running.lock().unwrap_or_else(|p| p.into_inner());
+                    if table.get(&key).is_some_and(|j| Arc::ptr_eq(j, &mine)) {
+                        table.remove(&key);
+                    }
                 }
+                mine.outcome.send_replace(Some(outcome));
+            });
+            if let Err(e) = done.await {
+                tracing::error!(error = %e, "copy task failed");
             }
-            mine.outcome.send_replace(Some(outcome));
         });
         job
     }
@@ -178,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_share_one_outcome_and_the_table_empties() {
-        let jobs: Jobs<&'static str, u32> = Jobs::default();
+        let jobs: Jobs<&'static str, u32> = Jobs::new(Arc::new(Semaphore::new(1)));
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let job = jobs.start(key("a"), "plan", move |_| {
             go_rx.recv().unwrap();
@@ -199,8 +213,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn copies_beyond_the_slots_wait_their_turn() {
+        let jobs: Jobs<(), u32> = Jobs::new(Arc::new(Semaphore::new(1)));
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let first = jobs.start(key("a"), (), move |_| {
+            go_rx.recv().unwrap();
+            Ok(1)
+        });
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let second = jobs.start(key("b"), (), move |_| {
+            flag.store(true, Ordering::SeqCst);
+            Ok(2)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!started.load(Ordering::SeqCst), "ran without a slot");
+        assert!(jobs.get(&key("b")).is_some(), "a waiting copy is joinable");
+        go_tx.send(()).unwrap();
+        assert_eq!(first.wait().await.unwrap(), 1);
+        assert_eq!(second.wait().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
     async fn cancel_reaches_the_copy_and_errors_replay() {
-        let jobs: Jobs<(), u32> = Jobs::default();
+        let jobs: Jobs<(), u32> = Jobs::new(Arc::new(Semaphore::new(1)));
         let job = jobs.start(key("b"), (), |job| {
             while !job.cancelled().load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));

@@ -159,11 +159,26 @@ pub enum RestoreState {
     New(RestorePlan),
 }
 
+/// Copies (snapshots and restores together) that run at once; more wait.
+/// Each holds a thread of the blocking pool (`--io-threads`, 8 by default)
+/// for as long as it runs, and the others are needed for mounts.
+const COPY_SLOTS: usize = 2;
+
 /// The copies running in this process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Copies {
     snapshots: Jobs<SnapshotPlan, Snapshot>,
     restores: Jobs<RestorePlan, Volume>,
+}
+
+impl Default for Copies {
+    fn default() -> Self {
+        let slots = Arc::new(tokio::sync::Semaphore::new(COPY_SLOTS));
+        Self {
+            snapshots: Jobs::new(slots.clone()),
+            restores: Jobs::new(slots),
+        }
+    }
 }
 
 fn since_epoch(t: SystemTime) -> Duration {
