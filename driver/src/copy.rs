@@ -27,7 +27,6 @@
 //! copied as separate files (the link between them is lost).
 
 use std::ffi::{CStr, CString, OsStr};
-use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -650,19 +649,6 @@ fn times(st: &Stat) -> Timestamps {
 
 fn cstring(name: &str) -> Result<CString> {
     CString::new(name).map_err(|_| Error::Internal(format!("{name:?} contains NUL")))
-}
-
-/// How many bytes a directory tree occupies on disk (allocated blocks, not
-/// file sizes), without following symlinks. For tests and figures.
-pub fn allocated_bytes(path: &Path) -> io::Result<u64> {
-    let st = rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)?;
-    let mut total = st.st_blocks as u64 * 512;
-    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-        for entry in std::fs::read_dir(path)? {
-            total += allocated_bytes(&entry?.path())?;
-        }
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

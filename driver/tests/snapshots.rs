@@ -754,8 +754,34 @@ async fn kill9_during_a_full_copy_then_restart_and_retry() {
     assert_same_file(&data.join("big"), &payload.join("big"));
     assert_eq!(entries(&payload.join("d99")).len(), 1000);
     assert_no_scratch(&root);
+
+    // A restore whose caller gives up (deadline) goes on; a repeat joins
+    // it; DeleteVolume of the claim stops it, and nothing appears later.
+    let mut req = tonic::Request::new(from("restored", 0, snap_source(&done.snapshot_id)));
+    req.set_timeout(Duration::from_millis(300));
+    assert!(
+        c.create_volume(req).await.is_err(),
+        "the restore was too fast"
+    );
+    assert_eq!(entries(&root.join("tmp")).len(), 1, "restore running");
+    let mut req = tonic::Request::new(from("restored", 0, snap_source(&done.snapshot_id)));
+    req.set_timeout(Duration::from_millis(300));
+    assert!(c.create_volume(req).await.is_err());
+    assert_eq!(entries(&root.join("tmp")).len(), 1, "joined, not restarted");
+    delete_volume(&mut c, "local:node-a:restored").await;
+    assert_no_scratch(&root);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!root.join("volumes/restored").exists());
+    // Then a patient caller gets the whole volume.
+    let restored = create(&mut c, from("restored", 0, snap_source(&done.snapshot_id))).await;
+    let restored_data = data_of(&root, &restored.volume_id);
+    assert_same_file(&data.join("big"), &restored_data.join("big"));
+    assert_eq!(entries(&restored_data.join("d99")).len(), 1000);
+
     delete_snapshot(&mut c, &done.snapshot_id).await.unwrap();
+    delete_volume(&mut c, &restored.volume_id).await;
     delete_volume(&mut c, &v.volume_id).await;
+    assert_no_scratch(&root);
     drop(driver);
 }
 

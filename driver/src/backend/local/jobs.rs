@@ -111,22 +111,23 @@ where
         tokio::spawn(async move {
             // Never closed, so this only waits.
             let permit = slots.acquire_owned().await;
-            let done = tokio::task::spawn_blocking(move || {
+            let copy = mine.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                let outcome = work(&mine).map_err(Arc::new);
-                // Leave the table first: whoever sees the outcome and calls
-                // again must find the result on disk, not this job.
-                {
-                    let mut table = running.lock().unwrap_or_else(|p| p.into_inner());
-                    if table.get(&key).is_some_and(|j| Arc::ptr_eq(j, &mine)) {
-                        table.remove(&key);
-                    }
+                work(&copy)
+            })
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("copy task failed: {e}"))))
+            .map_err(Arc::new);
+            // Leave the table first: whoever sees the outcome and calls
+            // again must find the result on disk, not this job.
+            {
+                let mut table = running.lock().unwrap_or_else(|p| p.into_inner());
+                if table.get(&key).is_some_and(|j| Arc::ptr_eq(j, &mine)) {
+                    table.remove(&key);
                 }
-                mine.outcome.send_replace(Some(outcome));
-            });
-            if let Err(e) = done.await {
-                tracing::error!(error = %e, "copy task failed");
             }
+            mine.outcome.send_replace(Some(outcome));
         });
         job
     }
