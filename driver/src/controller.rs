@@ -101,7 +101,8 @@ impl ControllerService {
         let backend = self.0.backends.for_parameters(&parameters)?;
         check_supported(&*backend, &req.volume_capabilities)?;
         let capacity = Range::parse(req.capacity_range.as_ref())?;
-        let source = crate::snapshots::content_source(req.volume_content_source.as_ref())?;
+        let source =
+            crate::snapshots::content_source(req.volume_content_source.as_ref(), &*backend)?;
         if !req.mutable_parameters.is_empty() {
             return Err(Error::InvalidArgument(
                 "mutable_parameters are not supported (no MODIFY_VOLUME capability)".into(),
@@ -126,9 +127,7 @@ impl ControllerService {
         };
         let volume = match &source {
             None => blocking(move || backend.create(&request)).await?,
-            Some(source) => {
-                crate::snapshots::create_volume_from(&self.0, &*backend, request, source).await?
-            }
+            Some(source) => crate::snapshots::create_volume_from(&self.0, request, source).await?,
         };
         let mut volume = to_wire(volume);
         volume.content_source = source.as_ref().map(crate::snapshots::source_to_wire);

@@ -33,6 +33,9 @@ const SNAPSHOTTER_PREFIX: &str = "csi.storage.k8s.io/";
 /// VolumeSnapshotClass parameters a local snapshot understands: none yet.
 const KNOWN_PARAMETERS: &[&str] = &[];
 
+/// `Backend::kind` of the local backend, the one with snapshots.
+const LOCAL: &str = "local";
+
 /// Controller capabilities a driver serving local volumes adds.
 pub const CAPABILITIES: &[RpcType] = &[
     RpcType::CreateDeleteSnapshot,
@@ -211,13 +214,24 @@ pub async fn list(driver: &Driver, req: ListSnapshotsRequest) -> Result<ListSnap
     })
 }
 
-/// CreateVolume's `volume_content_source`, validated. A source id this
-/// driver could never have issued names nothing that exists: NotFound, as
-/// for a deleted one.
-pub fn content_source(wire: Option<&VolumeContentSource>) -> Result<Option<ContentSource>> {
+/// CreateVolume's `volume_content_source`, validated for a volume of
+/// `backend`. Only local volumes can be made from a source: for any other
+/// the source is unsupported (INVALID_ARGUMENT, as the spec asks of a plugin
+/// that cannot create from it). A source id this driver could never have
+/// issued names nothing that exists: NotFound, as for a deleted one.
+pub fn content_source(
+    wire: Option<&VolumeContentSource>,
+    backend: &dyn Backend,
+) -> Result<Option<ContentSource>> {
     let Some(wire) = wire else {
         return Ok(None);
     };
+    if backend.kind() != LOCAL {
+        return Err(Error::InvalidArgument(format!(
+            "{} volumes cannot be created from a snapshot or another volume",
+            backend.kind()
+        )));
+    }
     let unknown = |what: &str, id: &str, e: Error| {
         Error::NotFound(format!("{what} {id:?} does not exist: {e}"))
     };
@@ -258,21 +272,15 @@ pub fn source_to_wire(source: &ContentSource) -> VolumeContentSource {
     }
 }
 
-/// CreateVolume from a snapshot (restore) or a volume (clone): waits for the
-/// copy, joining one that a previous call (whose caller gave up) started.
-/// The caller holds the volume's lock.
+/// CreateVolume of a local volume from a snapshot (restore) or a volume
+/// (clone), `source` from [`content_source`]: waits for the copy, joining
+/// one that a previous call (whose caller gave up) started. The caller
+/// holds the volume's lock.
 pub async fn create_volume_from(
     driver: &Driver,
-    backend: &dyn Backend,
     request: NewVolume,
     source: &ContentSource,
 ) -> Result<backend::Volume> {
-    if backend.kind() != "local" {
-        return Err(Error::InvalidArgument(format!(
-            "{} volumes cannot be created from a snapshot or another volume",
-            backend.kind()
-        )));
-    }
     let local = local(driver)?;
     let state = {
         let (local, source) = (local.clone(), source.clone());
@@ -305,6 +313,25 @@ pub async fn stop_restore(driver: &Driver, id: &VolumeId) {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_source_for_an_nfs_volume_is_unsupported_whatever_its_id() {
+        let nfs = crate::backend::nfs::NfsBackend::new(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1 << 20,
+            tokio::runtime::Handle::current(),
+        );
+        for id in ["sanity-no-such-snapshot", "snap:node-a:s1"] {
+            let wire = VolumeContentSource {
+                r#type: Some(SourceType::Snapshot(SnapshotSource {
+                    snapshot_id: id.into(),
+                })),
+            };
+            let err = content_source(Some(&wire), &nfs).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{id}: {err}");
+        }
+    }
+
     #[test]
     fn unknown_parameters_are_named_and_snapshotter_metadata_passes() {
         let mut p = HashMap::new();
@@ -318,33 +345,30 @@ mod tests {
         assert!(err.contains("speed"), "{err}");
     }
 
+    fn local_backend(root: &std::path::Path) -> LocalBackend {
+        LocalBackend::open(crate::ids::NodeId::parse("node-a").unwrap(), root, 1 << 20).unwrap()
+    }
+
     #[test]
     fn content_sources_are_validated() {
+        let root = tempfile::tempdir().unwrap();
+        let local = local_backend(root.path());
+        let parse = |wire: Option<VolumeContentSource>| content_source(wire.as_ref(), &local);
         let snap = |id: &str| VolumeContentSource {
             r#type: Some(SourceType::Snapshot(SnapshotSource {
                 snapshot_id: id.into(),
             })),
         };
-        assert_eq!(content_source(None).unwrap(), None);
-        let ok = content_source(Some(&snap("snap:node-a:s1")))
-            .unwrap()
-            .unwrap();
+        assert_eq!(parse(None).unwrap(), None);
+        let ok = parse(Some(snap("snap:node-a:s1"))).unwrap().unwrap();
         assert_eq!(source_to_wire(&ok), snap("snap:node-a:s1"));
-        assert_eq!(
-            content_source(Some(&snap(""))).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
+        let code = |wire| parse(Some(wire)).unwrap_err().code();
+        assert_eq!(code(snap("")), tonic::Code::InvalidArgument);
         for hostile in ["../../etc", "snap:node-a:../x", "local:node-a:v"] {
-            assert_eq!(
-                content_source(Some(&snap(hostile))).unwrap_err().code(),
-                tonic::Code::NotFound,
-                "{hostile}"
-            );
+            assert_eq!(code(snap(hostile)), tonic::Code::NotFound, "{hostile}");
         }
         assert_eq!(
-            content_source(Some(&VolumeContentSource { r#type: None }))
-                .unwrap_err()
-                .code(),
+            code(VolumeContentSource { r#type: None }),
             tonic::Code::InvalidArgument
         );
     }
