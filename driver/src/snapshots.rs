@@ -8,6 +8,14 @@
 //! copy (a reflink copy finishes in milliseconds) and otherwise answers
 //! `ready_to_use: false` while the copy goes on; the external-snapshotter
 //! repeats the call, which joins the running copy, until it is ready.
+//!
+//! How that reads against the spec: a local snapshot is "cut" when
+//! CreateSnapshot first answers with its id, and the copy still running is
+//! its "post-processing" (spec: `ready_to_use` false until processed), so
+//! ListSnapshots and GetSnapshot show it, not ready. A file-by-file copy is
+//! no point-in-time image in any case: an application that needs one must
+//! hold its writes until the snapshot is ready, not only until the call
+//! returns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
