@@ -189,6 +189,21 @@ def check_probe_ports(report, source, obj, spec):
                             f"{probe} uses port {port!r}, which the container does not name")
 
 
+def check_snapshot_class(report, source, obj, driver_names):
+    """What the (skipped) CRD schema would catch: the fields a
+    VolumeSnapshotClass has, and a driver that is this CSIDriver."""
+    where = where_of(source, obj)
+    known = {"apiVersion", "kind", "metadata", "driver", "deletionPolicy", "parameters"}
+    for field in sorted(set(obj) - known):
+        report.fail(where, f"unknown field {field!r} in a VolumeSnapshotClass")
+    if obj.get("apiVersion") != "snapshot.storage.k8s.io/v1":
+        report.fail(where, f"apiVersion {obj.get('apiVersion')} is not snapshot.storage.k8s.io/v1")
+    if obj.get("driver") not in driver_names:
+        report.fail(where, f"driver {obj.get('driver')} is not the CSIDriver {sorted(driver_names)}")
+    if obj.get("deletionPolicy") not in ("Delete", "Retain"):
+        report.fail(where, f"deletionPolicy {obj.get('deletionPolicy')!r} is not Delete or Retain")
+
+
 def check_references(report, source, objs):
     def key(kind, ns, name):
         return (kind, ns or "", name)
@@ -251,6 +266,8 @@ def main():
             if o["kind"] == "StorageClass" and o.get("provisioner") not in driver_names:
                 report.fail(where_of(source, o), f"provisioner {o.get('provisioner')} is not "
                                                  f"the CSIDriver {sorted(driver_names)}")
+            if o["kind"] == "VolumeSnapshotClass":
+                check_snapshot_class(report, source, o, driver_names)
             spec_ = pod_spec(o)
             if spec_ is None:
                 continue

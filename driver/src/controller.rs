@@ -32,6 +32,7 @@ fn capabilities(driver: &Driver) -> Vec<RpcType> {
     ];
     if driver.backends.local.is_some() {
         rpcs.push(RpcType::ListVolumes);
+        rpcs.extend_from_slice(crate::snapshots::CAPABILITIES);
     }
     rpcs
 }
@@ -101,12 +102,8 @@ impl ControllerService {
         let backend = self.0.backends.for_parameters(&parameters)?;
         check_supported(&*backend, &req.volume_capabilities)?;
         let capacity = Range::parse(req.capacity_range.as_ref())?;
-        if req.volume_content_source.is_some() {
-            return Err(Error::InvalidArgument(
-                "volume_content_source is not supported: this driver does not clone or restore yet"
-                    .into(),
-            ));
-        }
+        let source =
+            crate::snapshots::content_source(req.volume_content_source.as_ref(), &*backend)?;
         if !req.mutable_parameters.is_empty() {
             return Err(Error::InvalidArgument(
                 "mutable_parameters are not supported (no MODIFY_VOLUME capability)".into(),
@@ -130,9 +127,14 @@ impl ControllerService {
             mount_flags,
             access,
         };
-        let volume = blocking(move || backend.create(&request)).await?;
+        let volume = match &source {
+            None => blocking(move || backend.create(&request)).await?,
+            Some(source) => crate::snapshots::create_volume_from(&self.0, request, source).await?,
+        };
+        let mut volume = to_wire(volume);
+        volume.content_source = source.as_ref().map(crate::snapshots::source_to_wire);
         Ok(CreateVolumeResponse {
-            volume: Some(to_wire(volume)),
+            volume: Some(volume),
         })
     }
 
@@ -140,6 +142,7 @@ impl ControllerService {
         let id = VolumeId::parse(&req.volume_id)?;
         let backend = self.0.backends.for_id(&id)?;
         let _guard = self.0.locks.lock(&id.lock_key()).await;
+        crate::snapshots::stop_restore(&self.0, &id).await;
         blocking(move || backend.delete(&id)).await?;
         Ok(DeleteVolumeResponse {})
     }
@@ -348,30 +351,47 @@ impl Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _request: Request<CreateSnapshotRequest>,
+        request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(unsupported("CreateSnapshot"))
+        let req = request.into_inner();
+        let name = req.name.clone();
+        observe(
+            "CreateSnapshot",
+            &name,
+            crate::snapshots::create(&self.0, req),
+        )
+        .await
     }
 
     async fn delete_snapshot(
         &self,
-        _request: Request<DeleteSnapshotRequest>,
+        request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(unsupported("DeleteSnapshot"))
+        let req = request.into_inner();
+        let id = req.snapshot_id.clone();
+        observe(
+            "DeleteSnapshot",
+            &id,
+            crate::snapshots::delete(&self.0, req),
+        )
+        .await
     }
 
     async fn list_snapshots(
         &self,
-        _request: Request<ListSnapshotsRequest>,
+        request: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(unsupported("ListSnapshots"))
+        let req = request.into_inner();
+        observe("ListSnapshots", "", crate::snapshots::list(&self.0, req)).await
     }
 
     async fn get_snapshot(
         &self,
-        _request: Request<GetSnapshotRequest>,
+        request: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
-        Err(unsupported("GetSnapshot"))
+        let req = request.into_inner();
+        let id = req.snapshot_id.clone();
+        observe("GetSnapshot", &id, crate::snapshots::get(&self.0, req)).await
     }
 
     async fn controller_expand_volume(

@@ -392,6 +392,90 @@ impl fmt::Display for VolumeId {
     }
 }
 
+/// A local snapshot's id: the node that holds it and its directory key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSnapshotId {
+    pub node: NodeId,
+    pub key: VolumeKey,
+}
+
+/// A parsed, validated snapshot id: `snap:<node>:<key>`, the key made from
+/// the CreateSnapshot name like a volume's from its name. (Not
+/// `snap:local:...`: with the longest node id and key that would exceed
+/// [`MAX_ID_LEN`]; another kind of snapshot gets another first tag.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotId {
+    Local(LocalSnapshotId),
+}
+
+const SNAPSHOT_TAG: &str = "snap";
+
+impl SnapshotId {
+    pub fn local(node: NodeId, key: VolumeKey) -> Self {
+        SnapshotId::Local(LocalSnapshotId { node, key })
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        if raw.is_empty() {
+            return Err(Error::InvalidArgument("snapshot_id is required".into()));
+        }
+        if raw.len() > MAX_ID_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot_id is {} bytes long; at most {MAX_ID_LEN} are allowed",
+                raw.len()
+            )));
+        }
+        let malformed = |why: String| {
+            Error::InvalidArgument(format!(
+                "snapshot_id {raw:?} is not a Cairn snapshot id: {why}"
+            ))
+        };
+        let mut parts = raw.splitn(3, ':');
+        let (Some(SNAPSHOT_TAG), Some(node), Some(key)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed(format!(
+                "expected {SNAPSHOT_TAG}:<node>:<snapshot>"
+            )));
+        };
+        let node = NodeId::parse(node).map_err(|e| malformed(e.to_string()))?;
+        let key = VolumeKey::parse(key).map_err(|e| malformed(e.to_string()))?;
+        Ok(Self::local(node, key))
+    }
+
+    /// The key calls on this snapshot serialize on; never equal to a
+    /// volume's lock key (those contain no `:`).
+    pub fn lock_key(&self) -> String {
+        match self {
+            SnapshotId::Local(id) => format!("{SNAPSHOT_TAG}:{}", id.key),
+        }
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotId::Local(id) => write!(f, "{SNAPSHOT_TAG}:{}:{}", id.node, id.key),
+        }
+    }
+}
+
+/// What a new volume is filled from (CreateVolume's `volume_content_source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentSource {
+    Snapshot(SnapshotId),
+    Volume(VolumeId),
+}
+
+impl fmt::Display for ContentSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContentSource::Snapshot(id) => write!(f, "snapshot {id}"),
+            ContentSource::Volume(id) => write!(f, "volume {id}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,5 +590,40 @@ mod tests {
             assert!(VolumeId::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(VolumeId::parse(&format!("local:n:{}", "a".repeat(200))).is_err());
+    }
+    #[test]
+    fn snapshot_ids_round_trip_and_fit() {
+        let id = SnapshotId::parse("snap:node-a:snapshot-1").unwrap();
+        assert_eq!(id.to_string(), "snap:node-a:snapshot-1");
+        assert_eq!(id.lock_key(), "snap:snapshot-1");
+        let node = NodeId::parse(&"n".repeat(MAX_NODE_ID_LEN)).unwrap();
+        for name in ["s".repeat(MAX_VERBATIM_NAME_LEN), "s".repeat(128)] {
+            let key = VolumeName::parse(&name).unwrap().key();
+            let id = SnapshotId::local(node.clone(), key).to_string();
+            assert!(id.len() <= MAX_ID_LEN, "{} bytes", id.len());
+            assert_eq!(SnapshotId::parse(&id).unwrap().to_string(), id);
+        }
+    }
+
+    #[test]
+    fn malformed_snapshot_ids_are_refused() {
+        for bad in [
+            "",
+            "snap",
+            "snap:node-a",
+            "snap:node-a:",
+            "snap::s",
+            "local:node-a:s",
+            "snap:node-a:../x",
+            "snap:node-a:..",
+            "snap:node/a:s",
+            "snap:node-a:a:b",
+            "snap:node-a:~zz",
+            "snap:node-a:s\0",
+            "SNAP:node-a:s",
+        ] {
+            assert!(SnapshotId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(SnapshotId::parse(&format!("snap:n:{}", "a".repeat(200))).is_err());
     }
 }

@@ -197,6 +197,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "serving"
     );
+    let local = driver.backends.local.clone();
     let result = serve(
         driver,
         listener,
@@ -204,6 +205,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_timeout),
     )
     .await;
+    // Copies still running (a long full-copy snapshot) would hold up the
+    // exit: stop them; their scratch is removed now or at the next start.
+    if let Some(local) = local {
+        local.cancel_copies();
+    }
     let _ = stop_health.send(());
     if let Some(health) = health {
         match health.await {

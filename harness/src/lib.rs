@@ -8,6 +8,7 @@
 //!   whose only interface is `lo` (rpcbind can't be kept on loopback in the host's namespace).
 //! - [`Guest`]: a QEMU (TCG) guest running Debian's stock kernel, which has the NFS client and knfsd
 //!   the host kernel lacks, with the host's `/` shared read-only, so host-built binaries run inside.
+//! - [`LoopFs`]: a filesystem (XFS with reflink) on a loop device in a temporary directory.
 //!
 //! Everything these types start is stopped by pid and cleaned up on drop, also when a test panics.
 //! [`skip`] decides whether a test may run here: missing packages skip loudly on a laptop and fail
@@ -16,6 +17,7 @@
 pub mod error;
 pub mod ganesha;
 pub mod guest;
+pub mod loopfs;
 pub mod netns;
 pub mod process;
 pub mod skip;
@@ -24,5 +26,6 @@ pub mod sockets;
 pub use error::{Error, Result};
 pub use ganesha::{Ganesha, NetnsGanesha};
 pub use guest::{Guest, GuestOptions, GuestOutput};
+pub use loopfs::{require_loop_xfs, LoopFs};
 pub use netns::Netns;
 pub use skip::{require_guest, require_nfs_lab};

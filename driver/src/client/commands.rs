@@ -51,6 +51,9 @@ async fn dispatch(channel: Channel, command: ClientCommand) -> Result<Printed, t
         ClientCommand::Capabilities => capabilities(channel).await,
         ClientCommand::Volume(cmd) => volume(ControllerClient::new(channel), cmd).await,
         ClientCommand::Node(cmd) => node(NodeClient::new(channel), cmd).await,
+        ClientCommand::Snapshot(cmd) => super::snapshot::run(ControllerClient::new(channel), cmd)
+            .await
+            .map(|(text, json)| Printed { text, json }),
     }
 }
 
@@ -155,7 +158,10 @@ async fn volume(
             size,
             params,
             capability: cap,
+            from_snapshot,
+            from_volume,
         } => {
+            let source = super::snapshot::content_source(from_snapshot, from_volume);
             let request = CreateVolumeRequest {
                 name,
                 capacity_range: size.map(|bytes| CapacityRange {
@@ -164,6 +170,7 @@ async fn volume(
                 }),
                 volume_capabilities: vec![capability(&cap)],
                 parameters: params.into_iter().collect(),
+                volume_content_source: source,
                 ..Default::default()
             };
             let volume = controller

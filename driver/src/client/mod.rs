@@ -3,6 +3,7 @@
 
 mod commands;
 mod render;
+mod snapshot;
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -49,6 +50,9 @@ pub enum ClientCommand {
     /// Node calls, as the kubelet makes them.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Controller calls on snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 /// Access modes, named as in the CSI spec.
@@ -86,6 +90,12 @@ pub enum VolumeCommand {
         params: Vec<(String, String)>,
         #[command(flatten)]
         capability: CapabilityArgs,
+        /// Fill the volume from this snapshot (restore).
+        #[arg(long, value_name = "SNAPSHOT_ID", conflicts_with = "from_volume")]
+        from_snapshot: Option<String>,
+        /// Fill the volume from this volume (clone).
+        #[arg(long, value_name = "VOLUME_ID")]
+        from_volume: Option<String>,
     },
     /// DeleteVolume.
     Delete { volume_id: String },

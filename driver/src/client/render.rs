@@ -37,6 +37,7 @@ pub fn volume(v: &Volume) -> Value {
         "capacity_bytes": v.capacity_bytes,
         "volume_context": v.volume_context,
         "accessible_topology": topology(&v.accessible_topology),
+        "content_source": super::snapshot::source_json(v.content_source.as_ref()),
     })
 }
 

@@ -4,9 +4,10 @@
 //! ```text
 //! <root>/volumes/<key>/meta.json   what CreateVolume recorded
 //! <root>/volumes/<key>/data/       what pods see (a mount volume)
-//! <root>/volumes/<key>/block        the device's bytes (a block volume, see block.rs)
-//! <root>/tmp/                      volumes being made (removed at startup)
-//! <root>/trash/                    volumes being deleted (finished at startup)
+//! <root>/volumes/<key>/block       the device's bytes (a block volume, see block.rs)
+//! <root>/snapshots/<key>/          snapshots (see `snapshot`)
+//! <root>/tmp/                      volumes and snapshots being made (removed at startup)
+//! <root>/trash/                    volumes and snapshots being deleted (finished at startup)
 //! ```
 //! A volume is created complete in `tmp/` and renamed into `volumes/`, and
 //! deleted by renaming it into `trash/` first: a crash at any point leaves
@@ -15,6 +16,13 @@
 mod block;
 
 pub use block::Recovery;
+mod jobs;
+mod snapshot;
+
+pub use jobs::Job;
+pub use snapshot::{
+    RestorePlan, RestoreState, Snapshot, SnapshotPage, SnapshotPlan, SnapshotState,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +38,7 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{LocalVolumeId, NodeId, VolumeId, VolumeKey};
 use crate::mount::{self, BindFlags, MountCounts, PathState};
+use snapshot::Copies;
 
 const META_FILE: &str = "meta.json";
 const DATA_DIR: &str = "data";
@@ -43,7 +52,7 @@ const KNOWN_PARAMETERS: &[&str] = &[];
 const PROVISIONER_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// The on-disk record of a volume.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
     name: String,
     capacity_bytes: u64,
@@ -52,7 +61,13 @@ struct Meta {
     /// Records from before block volumes are mount volumes.
     #[serde(default)]
     access_type: AccessKind,
+    /// What the volume was filled from, when it was restored or cloned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<snapshot::RecordedSource>,
 }
+
+/// Puts a new volume's initial content into its (empty) `data/` directory.
+type Fill<'a> = &'a dyn Fn(&Path) -> Result<()>;
 
 /// One page of a volume listing.
 #[derive(Debug, Clone)]
@@ -68,6 +83,8 @@ pub struct LocalBackend {
     root: PathBuf,
     default_size: u64,
     unique: AtomicU64,
+    /// Snapshot and restore copies running in this process.
+    copies: Copies,
 }
 
 /// Checks StorageClass parameters for a local volume; unknown keys are
@@ -103,11 +120,13 @@ impl LocalBackend {
             root: root.to_path_buf(),
             default_size,
             unique: AtomicU64::new(0),
+            copies: Copies::default(),
         };
         for dir in [
             backend.volumes_dir(),
             backend.tmp_dir(),
             backend.trash_dir(),
+            backend.snapshots_dir(),
         ] {
             match std::fs::create_dir(&dir) {
                 Ok(()) => durable::sync_dir(root)?,
@@ -179,11 +198,19 @@ impl LocalBackend {
         }
     }
 
-    fn make(&self, key: &VolumeKey, meta: &Meta) -> Result<()> {
+    /// Builds the volume in a scratch directory and renames it in. `fill`,
+    /// if given, puts the initial content into the new `data/` (a restore)
+    /// and makes it durable.
+    fn make(&self, key: &VolumeKey, meta: &Meta, fill: Option<Fill<'_>>) -> Result<()> {
         let scratch = self.tmp_dir().join(self.scratch_name(key));
         let result = (|| {
             std::fs::create_dir(&scratch).map_err(Error::io("create", &scratch))?;
             if meta.access_type == AccessKind::Block {
+                if fill.is_some() {
+                    return Err(Error::InvalidArgument(
+                        "block volumes cannot be restored or cloned yet".into(),
+                    ));
+                }
                 block::make_payload(&scratch, meta.capacity_bytes)?;
             } else {
                 let data = scratch.join(DATA_DIR);
@@ -194,6 +221,9 @@ impl LocalBackend {
                     std::os::unix::fs::PermissionsExt::from_mode(DATA_MODE),
                 )
                 .map_err(Error::io("chmod", &data))?;
+                if let Some(fill) = fill {
+                    fill(&data)?;
+                }
             }
             let record = serde_json::to_vec_pretty(meta)
                 .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
@@ -213,6 +243,48 @@ impl LocalBackend {
     fn statvfs(&self) -> Result<rustix::fs::StatVfs> {
         crate::mount::usage(&self.root).map_err(Error::io("statvfs", &self.root))
     }
+}
+
+/// Refuses a repeated CreateVolume that asks for something other than the
+/// existing volume `existing` (spec: ALREADY_EXISTS): another name (digest
+/// collision), a capacity outside the range, other parameters, or another
+/// content source (none included).
+fn check_compatible(
+    request: &NewVolume,
+    existing: &Meta,
+    source: Option<&snapshot::RecordedSource>,
+) -> Result<()> {
+    let conflict = |why: String| {
+        Error::AlreadyExists(format!(
+            "volume {:?} already exists with {why}",
+            request.name.as_str()
+        ))
+    };
+    if existing.name != request.name.as_str() {
+        return Err(conflict(format!("another name ({:?})", existing.name)));
+    }
+    if !request.capacity.admits(existing.capacity_bytes) {
+        return Err(conflict(format!(
+            "capacity {} bytes, outside the requested range",
+            existing.capacity_bytes
+        )));
+    }
+    if existing.parameters != request.parameters {
+        return Err(conflict("other parameters".into()));
+    }
+    if existing.access_type != request.access {
+        return Err(conflict(format!(
+            "access type {}",
+            existing.access_type.as_str()
+        )));
+    }
+    if existing.source.as_ref() != source {
+        return Err(conflict(match &existing.source {
+            Some(s) => format!("content from {s}"),
+            None => "no content source".into(),
+        }));
+    }
+    Ok(())
 }
 
 /// A volume's health from the lookup of its directory.
@@ -394,30 +466,7 @@ impl Backend for LocalBackend {
         check_parameters(&request.parameters)?;
         let key = request.name.key();
         if let Some(existing) = self.read_meta(&key)? {
-            let conflict = |why: String| {
-                Error::AlreadyExists(format!(
-                    "volume {:?} already exists with {why}",
-                    request.name.as_str()
-                ))
-            };
-            if existing.name != request.name.as_str() {
-                return Err(conflict(format!("another name ({:?})", existing.name)));
-            }
-            if !request.capacity.admits(existing.capacity_bytes) {
-                return Err(conflict(format!(
-                    "capacity {} bytes, outside the requested range",
-                    existing.capacity_bytes
-                )));
-            }
-            if existing.parameters != request.parameters {
-                return Err(conflict("other parameters".into()));
-            }
-            if existing.access_type != request.access {
-                return Err(conflict(format!(
-                    "access type {}",
-                    existing.access_type.as_str()
-                )));
-            }
+            check_compatible(request, &existing, None)?;
             return Ok(self.to_volume(key, existing));
         }
         let mut capacity = request
@@ -431,8 +480,9 @@ impl Backend for LocalBackend {
             capacity_bytes: capacity,
             parameters: request.parameters.clone(),
             access_type: request.access,
+            source: None,
         };
-        self.make(&key, &meta)?;
+        self.make(&key, &meta, None)?;
         Ok(self.to_volume(key, meta))
     }
 
