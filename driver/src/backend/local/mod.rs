@@ -10,6 +10,16 @@
 //! A volume is created complete in `tmp/` and renamed into `volumes/`, and
 //! deleted by renaming it into `trash/` first: a crash at any point leaves
 //! either a whole volume or none, and a restart clears the leftovers.
+//!
+//! Sizes are enforced with project quotas where the root's filesystem has
+//! them ([`enforce`]); what volumes were promised is summed in memory
+//! ([`ledger`]); expansion and per-volume usage live in [`sizing`].
+
+mod enforce;
+mod ledger;
+mod sizing;
+
+pub use enforce::UnenforcedCapacity;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,8 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use cairn_proto::v1::VolumeCapability;
 
-use super::{Backend, Health, NewVolume, Stats, Usage, Volume};
+use super::{Backend, Expanded, Health, NewVolume, Stats, Usage, Volume};
 use crate::capability::{self, Unsupported};
+use crate::capacity::Range;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{LocalVolumeId, NodeId, VolumeId, VolumeKey};
@@ -44,6 +55,31 @@ struct Meta {
     capacity_bytes: u64,
     #[serde(default)]
     parameters: BTreeMap<String, String>,
+    /// The project quota that enforces `capacity_bytes` (absent: not
+    /// enforced, or a record from before enforcement existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    project_id: Option<u32>,
+}
+
+/// How the local backend treats sizes (the `serve` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// What to do where the root cannot enforce sizes.
+    pub unenforced: UnenforcedCapacity,
+    /// Whether volumes may together be promised more than the filesystem holds.
+    pub overcommit: bool,
+}
+
+impl Default for LocalOptions {
+    /// Permissive, for embedding and unit tests; `cairn-csi serve` passes
+    /// its flags (default: refuse unenforced volumes) through
+    /// [`LocalBackend::open_with`].
+    fn default() -> Self {
+        Self {
+            unenforced: UnenforcedCapacity::Allow,
+            overcommit: true,
+        }
+    }
 }
 
 /// One page of a volume listing.
@@ -60,6 +96,8 @@ pub struct LocalBackend {
     root: PathBuf,
     default_size: u64,
     unique: AtomicU64,
+    enforcement: enforce::Enforcement,
+    ledger: ledger::Ledger,
 }
 
 /// Checks StorageClass parameters for a local volume; unknown keys are
@@ -80,9 +118,20 @@ fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
 }
 
 impl LocalBackend {
-    /// Opens the root, creating its layout, and clears what a crash left
-    /// half made or half deleted.
+    /// [`Self::open_with`] with [`LocalOptions::default`].
     pub fn open(node: NodeId, root: &Path, default_size: u64) -> Result<Self> {
+        Self::open_with(node, root, default_size, LocalOptions::default())
+    }
+
+    /// Opens the root, creating its layout, clears what a crash left half
+    /// made or half deleted, probes whether sizes can be enforced and sums
+    /// what the existing volumes were promised.
+    pub fn open_with(
+        node: NodeId,
+        root: &Path,
+        default_size: u64,
+        options: LocalOptions,
+    ) -> Result<Self> {
         let meta = std::fs::metadata(root).map_err(Error::io("open local root", root))?;
         if !meta.is_dir() {
             return Err(Error::FailedPrecondition(format!(
@@ -95,6 +144,8 @@ impl LocalBackend {
             root: root.to_path_buf(),
             default_size,
             unique: AtomicU64::new(0),
+            enforcement: enforce::Enforcement::probe(root, options.unenforced)?,
+            ledger: ledger::Ledger::new(options.overcommit, 0),
         };
         for dir in [
             backend.volumes_dir(),
@@ -113,6 +164,14 @@ impl LocalBackend {
                 tracing::info!(dir = %dir.display(), removed, "removed leftovers of interrupted operations");
             }
         }
+        let (volumes, promised) = backend.scan_volumes()?;
+        backend.ledger.record_existing(promised);
+        tracing::info!(
+            volumes,
+            promised_bytes = promised,
+            overcommit = options.overcommit,
+            "local volumes found"
+        );
         Ok(backend)
     }
 
@@ -171,7 +230,7 @@ impl LocalBackend {
         }
     }
 
-    fn make(&self, key: &VolumeKey, meta: &Meta) -> Result<()> {
+    fn make(&self, key: &VolumeKey, meta: &mut Meta) -> Result<()> {
         let scratch = self.tmp_dir().join(self.scratch_name(key));
         let result = (|| {
             std::fs::create_dir(&scratch).map_err(Error::io("create", &scratch))?;
@@ -183,6 +242,10 @@ impl LocalBackend {
                 std::os::unix::fs::PermissionsExt::from_mode(DATA_MODE),
             )
             .map_err(Error::io("chmod", &data))?;
+            meta.project_id = self
+                .enforcement
+                .assign_new(&data, key, meta.capacity_bytes)?
+                .map(|id| id.get());
             let record = serde_json::to_vec_pretty(meta)
                 .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
             durable::write_new_file(&scratch.join(META_FILE), &record)?;
@@ -344,15 +407,27 @@ impl Backend for LocalBackend {
             }
             return Ok(self.to_volume(key, existing));
         }
-        let capacity = request
-            .capacity
-            .choose(self.default_size, self.max_volume_bytes()?)?;
-        let meta = Meta {
+        self.enforcement.check_create()?;
+        let space = ledger::Space::of(&self.statvfs()?);
+        let capacity = request.capacity.choose(self.default_size, space.size)?;
+        self.ledger.reserve(
+            capacity,
+            space,
+            &format!("volume {:?}", request.name.as_str()),
+        )?;
+        let mut meta = Meta {
             name: request.name.as_str().to_string(),
             capacity_bytes: capacity,
             parameters: request.parameters.clone(),
+            project_id: None,
         };
-        self.make(&key, &meta)?;
+        if let Err(e) = self.make(&key, &mut meta) {
+            self.ledger.release(capacity);
+            return Err(e);
+        }
+        if meta.project_id.is_none() {
+            self.enforcement.warn_unenforced(&key, capacity);
+        }
         Ok(self.to_volume(key, meta))
     }
 
@@ -367,6 +442,11 @@ impl Backend for LocalBackend {
             Err(e) => return Err(e),
         };
         let dir = self.volume_dir(&local.key);
+        // What it was promised and its project, to give back once it is gone.
+        let recorded = self.read_meta(&local.key).unwrap_or_else(|e| {
+            tracing::warn!(volume = %id, error = %e, "deleting a volume with an unreadable record");
+            None
+        });
         let doomed = self.trash_dir().join(self.scratch_name(&local.key));
         match durable::rename(&dir, &doomed, &self.volumes_dir()) {
             Ok(()) => {}
@@ -375,7 +455,14 @@ impl Backend for LocalBackend {
             }
             Err(e) => return Err(e),
         }
-        std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))
+        if let Some(meta) = &recorded {
+            self.ledger.release(meta.capacity_bytes);
+        }
+        std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))?;
+        if let Some(project) = recorded.as_ref().and_then(Meta::project) {
+            self.enforcement.forget(&self.root, project);
+        }
+        Ok(())
     }
 
     fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
@@ -393,8 +480,42 @@ impl Backend for LocalBackend {
         _mount_flags: &[String],
     ) -> Result<u64> {
         check_parameters(parameters)?;
-        let st = self.statvfs()?;
-        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+        // Capacity CreateVolume would refuse is no capacity.
+        if self.enforcement.check_create().is_err() {
+            return Ok(0);
+        }
+        Ok(self.ledger.available(ledger::Space::of(&self.statvfs()?)))
+    }
+
+    fn maximum_volume_bytes(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        _mount_flags: &[String],
+    ) -> Result<Option<u64>> {
+        check_parameters(parameters)?;
+        if self.enforcement.check_create().is_err() {
+            return Ok(Some(0));
+        }
+        let space = ledger::Space::of(&self.statvfs()?);
+        Ok(Some(if self.ledger.overcommits() {
+            space.size
+        } else {
+            self.ledger.available(space)
+        }))
+    }
+
+    fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded> {
+        self.expand_volume(id, capacity)
+    }
+
+    fn node_expand(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+        capability: Option<&VolumeCapability>,
+        capacity: &Range,
+    ) -> Result<u64> {
+        self.node_expand_volume(id, path, capability, capacity)
     }
 
     fn health(&self, id: &VolumeId) -> Health {
@@ -455,6 +576,15 @@ impl Backend for LocalBackend {
         if let Ok((_, source)) = &data {
             if !source.same_inode(&state) {
                 return Err(not_found());
+            }
+        }
+        // An enforced volume reports its own usage and limit, from its quota.
+        if data.is_ok() {
+            if let Some((usage, quota_health)) = self.quota_usage(id, path)? {
+                return Ok(Stats {
+                    usage: Some(usage),
+                    health: quota_health,
+                });
             }
         }
         let st = mount::usage(path).map_err(Error::io("statvfs", path))?;

@@ -1,0 +1,184 @@
+//! Local volumes' sizes after creation: the startup scan that sums what is
+//! promised, expansion (ControllerExpandVolume, NodeExpandVolume) and the
+//! per-volume usage NodeGetVolumeStats reports.
+
+use std::path::Path;
+
+use cairn_proto::v1::VolumeCapability;
+
+use super::ledger::Space;
+use super::{LocalBackend, Meta, DATA_DIR, META_FILE};
+use crate::backend::{Expanded, Health, Usage};
+use crate::capacity::Range;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::ids::{VolumeId, VolumeKey};
+use crate::mount;
+use crate::quota::ProjectId;
+
+/// Where an expansion writes the volume's next record before renaming it
+/// over `meta.json` (a leftover from a crash is removed by the next write).
+const META_TEMP: &str = ".meta.json.tmp";
+
+impl Meta {
+    /// The project the volume's size is enforced with, if any.
+    pub(super) fn project(&self) -> Option<ProjectId> {
+        self.project_id.and_then(ProjectId::new)
+    }
+}
+
+impl LocalBackend {
+    /// Sums the capacities of the volumes on disk (for the ledger), and
+    /// checks each enforced volume's project id and limit. Once, at startup.
+    pub(super) fn scan_volumes(&self) -> Result<(usize, u64)> {
+        let mut count = 0;
+        let mut promised = 0u64;
+        for volume in self.list(None, 0)?.volumes {
+            let VolumeId::Local(local) = &volume.id else {
+                continue;
+            };
+            count += 1;
+            promised = promised.saturating_add(volume.capacity_bytes);
+            if !self.enforcement.accounts() {
+                continue;
+            }
+            if let Some(meta) = self.read_meta(&local.key)? {
+                if let Some(id) = meta.project() {
+                    let data = self.volume_dir(&local.key).join(DATA_DIR);
+                    self.enforcement
+                        .check_existing(&data, id, meta.capacity_bytes);
+                }
+            }
+        }
+        Ok((count, promised))
+    }
+
+    /// Replaces a volume's record whole (tmp + fsync + rename + fsync).
+    fn rewrite_meta(&self, key: &VolumeKey, meta: &Meta) -> Result<()> {
+        let dir = self.volume_dir(key);
+        let record = serde_json::to_vec_pretty(meta)
+            .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+        durable::replace_file(&dir.join(META_FILE), &dir.join(META_TEMP), &record)
+    }
+
+    /// ControllerExpandVolume. The caller holds the volume's lock.
+    pub(super) fn expand_volume(&self, id: &VolumeId, range: &Range) -> Result<Expanded> {
+        let local = match self.owned(id) {
+            Ok(local) => local,
+            // Every node runs a resizer beside its controller (the local
+            // overlay) and each sees every claim: a non-final code lets the
+            // others retry quietly while the volume's own node expands it.
+            Err(Error::NotFound(why)) => {
+                return Err(Error::Unavailable(format!(
+                    "{why}: that node's controller expands it"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let mut meta = self
+            .read_meta(&local.key)?
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        let old = meta.capacity_bytes;
+        let new = range.grow(old)?;
+        if new == old {
+            return Ok(Expanded {
+                capacity_bytes: old,
+                node_expansion_required: false,
+            });
+        }
+        let space = Space::of(&self.statvfs()?);
+        if new > space.size {
+            return Err(Error::OutOfRange(format!(
+                "{new} bytes requested; at most {} can be provisioned here",
+                space.size
+            )));
+        }
+        let growth = new - old;
+        self.ledger.reserve(
+            growth,
+            space,
+            &format!("growing volume {id} to {new} bytes"),
+        )?;
+        let result = (|| {
+            // The limit is raised before the record: a crash in between
+            // leaves a limit above the recorded capacity (the retry then
+            // records it), never a volume recorded larger than it may grow.
+            if let Some(project) = meta.project() {
+                let data = self.volume_dir(&local.key).join(DATA_DIR);
+                self.enforcement.set_limit(&data, project, new)?;
+            }
+            meta.capacity_bytes = new;
+            self.rewrite_meta(&local.key, &meta)
+        })();
+        if let Err(e) = result {
+            self.ledger.release(growth);
+            return Err(e);
+        }
+        tracing::info!(volume = %id, from = old, to = new, enforced = meta.project().is_some(), "volume expanded");
+        Ok(Expanded {
+            capacity_bytes: new,
+            node_expansion_required: false,
+        })
+    }
+
+    /// NodeExpandVolume: a mount volume needs nothing on the node (its
+    /// limit was raised by ControllerExpandVolume); this checks that `path`
+    /// holds the volume and reports its recorded capacity.
+    pub(super) fn node_expand_volume(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+        _capability: Option<&VolumeCapability>,
+        range: &Range,
+    ) -> Result<u64> {
+        let not_here = || {
+            Error::NotFound(format!(
+                "volume {id} is not staged or published at {}",
+                path.display()
+            ))
+        };
+        let (_, source) = self.data_dir(id)?;
+        let state = mount::inspect(path)
+            .map_err(Error::io("inspect", path))?
+            .ok_or_else(not_here)?;
+        if !state.is_mount_root || !source.same_inode(&state) {
+            return Err(not_here());
+        }
+        let local = self.owned(id)?;
+        let meta = self
+            .read_meta(&local.key)?
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        if range.required > 0 || range.limit.is_some() {
+            let wanted = range.grow(meta.capacity_bytes)?;
+            if wanted > meta.capacity_bytes {
+                return Err(Error::OutOfRange(format!(
+                    "volume {id} is {} bytes; {wanted} needs ControllerExpandVolume first",
+                    meta.capacity_bytes
+                )));
+            }
+        }
+        // BLOCK VOLUMES: raw block support adds its node step here (the
+        // loop device re-reads its backing file's new size, when
+        // `_capability` is a block capability); mount volumes need none.
+        Ok(meta.capacity_bytes)
+    }
+
+    /// The usage of an enforced volume mounted at `path`, from its project
+    /// quota; `None` for an unenforced one (the caller reports statvfs).
+    pub(super) fn quota_usage(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+    ) -> Result<Option<(Usage, Health)>> {
+        let local = self.owned(id)?;
+        let Some(meta) = self.read_meta(&local.key)? else {
+            return Ok(None);
+        };
+        let Some(project) = meta.project() else {
+            return Ok(None);
+        };
+        self.enforcement
+            .usage(path, project, meta.capacity_bytes)
+            .map(Some)
+    }
+}
