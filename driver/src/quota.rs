@@ -301,6 +301,11 @@ pub fn filesystem_name(fd: BorrowedFd<'_>) -> String {
     }
 }
 
+/// What an operator does about a root that cannot enforce.
+const HOW_TO_ENFORCE: &str = "put the local root on XFS mounted with prjquota, or on ext4 \
+     with the quota and project features (mkfs.ext4 -O quota,project, or tune2fs -O \
+     quota,project while unmounted) mounted with prjquota";
+
 /// Whether the filesystem holding `fd` accounts and enforces project quotas.
 pub fn probe(fd: BorrowedFd<'_>) -> Support {
     let fs = filesystem_name(fd);
@@ -311,13 +316,14 @@ pub fn probe(fd: BorrowedFd<'_>) -> Support {
     let cmd = qcmd(Q_XGETQSTATV, PRJQUOTA);
     if let Err(e) = quotactl_fd(fd, cmd, 0, (&mut stat as *mut FsQuotaStatv).cast()) {
         let why = match e.raw_os_error() {
+            // Also what XFS answers when mounted without quotas.
             Some(libc::ENOSYS) => format!(
-                "this kernel has no quota support (quotactl_fd: {e}); {fs} cannot enforce volume sizes here"
+                "project quotas are off on this {fs} filesystem, or this kernel has no quota \
+                 support (quotactl_fd: {e}); {HOW_TO_ENFORCE}"
             ),
-            Some(libc::ENOTSUP) | Some(libc::EINVAL) => format!(
-                "{fs} does not support project quotas (quotactl_fd: {e}); \
-                 put the local root on XFS mounted with prjquota, or ext4 made with -O quota,project and mounted with prjquota"
-            ),
+            Some(libc::ENOTSUP) | Some(libc::EINVAL) => {
+                format!("{fs} does not support project quotas (quotactl_fd: {e}); {HOW_TO_ENFORCE}")
+            }
             _ => format!("cannot read the project quota state of {fs}: {e}"),
         };
         return Support::Unsupported(why);
@@ -328,8 +334,7 @@ pub fn probe(fd: BorrowedFd<'_>) -> Support {
         (true, true) => Support::Enforced,
         (true, false) => Support::AccountingOnly,
         _ => Support::Unsupported(format!(
-            "project quotas are off on this {fs} filesystem: mount it with the prjquota option \
-             (ext4 also needs its project and quota features: tune2fs -O quota,project, unmounted)"
+            "project quotas are off on this {fs} filesystem; {HOW_TO_ENFORCE}"
         )),
     }
 }

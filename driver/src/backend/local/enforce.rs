@@ -185,18 +185,18 @@ impl Enforcement {
         quota::set_limit(dir.as_fd(), id, bytes).map_err(Error::io("set quota on", data))
     }
 
-    /// Clears the limit of a deleted volume's project, unless the id was
-    /// taken again meanwhile (something is charged to it). Best effort: a
-    /// stale limit on an unused id is harmless, the next owner sets its own.
-    pub(super) fn forget(&self, root: &Path, id: ProjectId) {
+    /// Clears the limit of a volume being deleted, whose `data` directory
+    /// (already moved to `trash/`) still carries `id`. Done before the tree
+    /// is removed: while it exists, the id is charged and no new volume can
+    /// take it, so the clear never hits a new owner's limit (after removal,
+    /// XFS frees inodes in the background, so "unused" could not be told
+    /// apart from "taken again"). Best effort: a stale limit on an unused
+    /// id is harmless, its next owner sets its own.
+    pub(super) fn forget(&self, data: &Path, id: ProjectId) {
         let result = (|| {
-            let fd = open(root)?;
-            let _held = self.assign.lock().unwrap_or_else(|p| p.into_inner());
-            let usage = quota::usage(fd.as_fd(), id).map_err(Error::io("read quota of", root))?;
-            if usage.is_unused() && usage.bytes_limit != 0 {
-                quota::set_limit(fd.as_fd(), id, 0).map_err(Error::io("clear quota on", root))?;
-            }
-            Ok::<_, Error>(())
+            let dir = open(data)?;
+            verify(&dir, data, id)?;
+            quota::set_limit(dir.as_fd(), id, 0).map_err(Error::io("clear quota on", data))
         })();
         if let Err(e) = result {
             tracing::warn!(project = %id, error = %e, "could not clear a deleted volume's quota limit");

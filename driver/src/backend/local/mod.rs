@@ -457,12 +457,11 @@ impl Backend for LocalBackend {
         }
         if let Some(meta) = &recorded {
             self.ledger.release(meta.capacity_bytes);
+            if let Some(project) = meta.project() {
+                self.enforcement.forget(&doomed.join(DATA_DIR), project);
+            }
         }
-        std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))?;
-        if let Some(project) = recorded.as_ref().and_then(Meta::project) {
-            self.enforcement.forget(&self.root, project);
-        }
-        Ok(())
+        std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))
     }
 
     fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
