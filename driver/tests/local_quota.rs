@@ -200,7 +200,7 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
     assert!(dd.contains(limit_error(fs)), "{fs}: dd said {dd}");
     let written: u64 = read(&dir, "fill-bytes.txt").trim().parse().unwrap();
     assert!(
-        written <= GI && written >= GI - 4 * MI,
+        (GI - 4 * MI..=GI).contains(&written),
         "{fs}: {written} bytes written into a 1 GiB volume"
     );
 
