@@ -97,6 +97,11 @@ scenario() { # fs
   echo "$(since $t)" > $S/dd-more-seconds.txt
   c -o json node stats "$a" "$ta" > $S/stats-grown.json
   report $fs $mnt $S/quota-2gi.txt
+  # Stats read through a read-only publish too.
+  tro=$(target pod-$fs-ro pvc-$fs-a)
+  c node publish "$a" "$tro" --staging-path "$sa" --readonly
+  c -o json node stats "$a" "$tro" > $S/stats-readonly.json
+  c node unpublish "$a" "$tro"
 
   # Volume B beside it: its own usage, its own limit.
   b=$(c -o json volume create pvc-$fs-b --size 100Mi | id_of)
@@ -131,6 +136,42 @@ scenario() { # fs
   echo "SCENARIO $fs OK"
 }
 
+# A sparse 16 TiB XFS: 16 AGs of 1 TiB, so directories outside the first
+# two AGs have inode numbers above 2^32, and their volumes need the
+# key-derived project ids. Only metadata is written (a 64 MiB log).
+big_inodes() {
+  S=/share/xfs-inode64; mkdir -p $S; mnt=/mnt/big
+  truncate -s 16T /img/big.img
+  mkfs.xfs -q -K -l size=64m /img/big.img
+  loop=$(losetup -f --show /img/big.img)
+  mkdir -p $mnt; mount -o prjquota $loop $mnt
+  start_driver $mnt $S/driver.log
+  for i in 1 2 3 4 5 6; do
+    c volume create pvc-big-$i --size 1Mi > /dev/null
+    echo "pvc-big-$i $(stat -c %i $mnt/volumes/pvc-big-$i/data) $(sed -n 's/.*"project_id": \([0-9]*\).*/\1/p' $mnt/volumes/pvc-big-$i/meta.json)"
+  done > $S/volumes.txt
+  # One with a key-derived id is held to its 1 MiB like the others.
+  big=$(awk '$2 > 4294967295 { print $1; exit }' $S/volumes.txt)
+  if [ -n "$big" ]; then
+    s=$(staging $big); t=$(target pod-$big $big)
+    c node stage local:guest:$big "$s"
+    c node publish local:guest:$big "$t" --staging-path "$s"
+    if pod dd if=/dev/zero of="$t/fill" bs=64k count=64 2> $S/dd.txt; then
+      echo "inode64: 4 MiB fitted into a 1 MiB volume"; exit 1
+    fi
+    stat -c %s "$t/fill" > $S/fill-bytes.txt
+    c -o json node stats local:guest:$big "$t" > $S/stats.json
+    c node unpublish local:guest:$big "$t"; c node unstage local:guest:$big "$s"
+  fi
+  # A restart finds the same ids (nothing to re-derive: they are on disk).
+  stop_driver
+  start_driver $mnt $S/driver.log
+  for i in 1 2 3 4 5 6; do c volume delete local:guest:pvc-big-$i > /dev/null; done
+  stop_driver
+  umount $mnt; losetup -d $loop; rm /img/big.img
+  echo "INODE64 OK"
+}
+
 refusal() { # name mkfs-command mount-options
   name=$1; S=/share/refuse-$name; mkdir -p $S; mnt=/mnt/refuse-$name
   truncate -s 300M /img/$name.img
@@ -149,6 +190,7 @@ refusal() { # name mkfs-command mount-options
 
 scenario xfs
 scenario ext4
+big_inodes
 refusal xfs-noquota "mkfs.xfs -q" ""
 refusal xfs-pqnoenforce "mkfs.xfs -q" pqnoenforce
 refusal ext4-no-prjquota "mkfs.ext4 -q -O quota,project" ""
@@ -286,6 +328,13 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
     let (b_total, b_used, _) = usage(&b, "BYTES");
     assert_eq!(b_total, 100 * MI);
     assert!(near(b_used, 10 * MI, MI), "{fs}: volume B used {b_used}");
+    let readonly = json(&dir, "stats-readonly.json");
+    healthy(&readonly);
+    assert_eq!(
+        usage(&readonly, "BYTES"),
+        usage(&grown, "BYTES"),
+        "{fs}: read-only publish"
+    );
     let (_, a_used_beside, _) = usage(&json(&dir, "stats-a-beside-b.json"), "BYTES");
     assert_eq!(a_used_beside, used_grown);
 
@@ -327,6 +376,61 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
         read(&dir, "dd-more-seconds.txt").trim(),
         read(&dir, "scenario-seconds.txt").trim(),
         total_1 = GI,
+    )
+}
+
+/// Volumes whose data directory's inode number does not fit a project id
+/// get key-derived ids (upper half of the id space), distinct, enforced.
+fn check_big_inodes(share: &Path) -> String {
+    let dir = share.join("xfs-inode64");
+    let volumes: Vec<(String, u64, u64)> = read(&dir, "volumes.txt")
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "{l}");
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(volumes.len(), 6, "{volumes:?}");
+    let mut ids: Vec<u64> = volumes.iter().map(|v| v.2).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "project ids must differ: {volumes:?}");
+    let big: Vec<_> = volumes
+        .iter()
+        .filter(|v| v.1 > u64::from(u32::MAX))
+        .collect();
+    assert!(
+        !big.is_empty(),
+        "no directory got a 64-bit inode number: {volumes:?}"
+    );
+    for (name, inode, id) in &volumes {
+        if *inode > u64::from(u32::MAX) {
+            assert!((1 << 31..u64::from(u32::MAX)).contains(id), "{name}: {id}");
+        } else {
+            assert_eq!(inode, id, "{name}");
+        }
+    }
+    let dd = read(&dir, "dd.txt");
+    assert!(dd.contains("No space left on device"), "{dd}");
+    let written: u64 = read(&dir, "fill-bytes.txt").trim().parse().unwrap();
+    assert!(written <= MI, "{written} bytes in a 1 MiB volume");
+    let (total, used, _) = usage(&json(&dir, "stats.json"), "BYTES");
+    assert_eq!(total, MI);
+    let log = read(&dir, "driver.log");
+    assert!(!log.contains("not as recorded"), "{log}");
+    format!(
+        "xfs inode64 (16 TiB sparse): {} of 6 volumes had inode numbers above 2^32 and got \
+         key-derived ids ({}); one took {written} bytes of its 1 MiB, stats total {total} used {used}",
+        big.len(),
+        big.iter()
+            .map(|v| format!("inode {} -> project {}", v.1, v.2))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -383,6 +487,7 @@ fn local_volumes_are_held_to_their_size_by_project_quotas() {
     for fs in ["xfs", "ext4"] {
         figures.push(check_filesystem(share.path(), fs));
     }
+    figures.push(check_big_inodes(share.path()));
     figures.push(check_refusal(
         share.path(),
         "xfs-noquota",

@@ -578,12 +578,17 @@ impl Backend for LocalBackend {
             }
         }
         // An enforced volume reports its own usage and limit, from its quota.
+        let mut health = health;
         if data.is_ok() {
-            if let Some((usage, quota_health)) = self.quota_usage(id, path)? {
-                return Ok(Stats {
-                    usage: Some(usage),
-                    health: quota_health,
-                });
+            match self.quota_usage(id, path) {
+                Ok(Some((usage, quota_health))) => {
+                    return Ok(Stats {
+                        usage: Some(usage),
+                        health: quota_health,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => health = Health::Abnormal(format!("cannot read the volume's quota: {e}")),
             }
         }
         let st = mount::usage(path).map_err(Error::io("statvfs", path))?;

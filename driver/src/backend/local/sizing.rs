@@ -103,7 +103,8 @@ impl LocalBackend {
             // The limit is raised before the record: a crash in between
             // leaves a limit above the recorded capacity (the retry then
             // records it), never a volume recorded larger than it may grow.
-            if let Some(project) = meta.project() {
+            // (A root remounted without quotas enforces nothing to raise.)
+            if let Some(project) = meta.project().filter(|_| self.enforcement.accounts()) {
                 let data = self.volume_dir(&local.key).join(DATA_DIR);
                 self.enforcement.set_limit(&data, project, new)?;
             }
