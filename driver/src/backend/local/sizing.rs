@@ -183,3 +183,68 @@ impl LocalBackend {
             .map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_before_enforcement_read_as_unenforced() {
+        let old: Meta =
+            serde_json::from_str(r#"{"name":"pvc-1","capacity_bytes":1024,"parameters":{}}"#)
+                .unwrap();
+        assert_eq!(old.project(), None);
+        let unenforced = serde_json::to_string(&old).unwrap();
+        assert!(!unenforced.contains("project_id"), "{unenforced}");
+        let enforced: Meta = serde_json::from_str(
+            r#"{"name":"pvc-1","capacity_bytes":1024,"parameters":{},"project_id":133}"#,
+        )
+        .unwrap();
+        assert_eq!(enforced.project().map(ProjectId::get), Some(133));
+        // An id no volume can own is no enforcement.
+        let zero: Meta = serde_json::from_str(
+            r#"{"name":"pvc-1","capacity_bytes":1024,"parameters":{},"project_id":0}"#,
+        )
+        .unwrap();
+        assert_eq!(zero.project(), None);
+    }
+
+    #[test]
+    fn expansion_on_an_unenforced_root_rewrites_the_record() {
+        let root = tempfile::tempdir().unwrap();
+        let node = crate::ids::NodeId::parse("node-a").unwrap();
+        let b = LocalBackend::open(node, root.path(), 1 << 20).unwrap();
+        let v = crate::backend::Backend::create(
+            &b,
+            &crate::backend::NewVolume {
+                name: crate::ids::VolumeName::parse("pvc-1").unwrap(),
+                capacity: Range {
+                    required: 4096,
+                    limit: None,
+                },
+                parameters: Default::default(),
+                mount_flags: Vec::new(),
+            },
+        )
+        .unwrap();
+        let grow = |required| Range {
+            required,
+            limit: None,
+        };
+        let e = b.expand_volume(&v.id, &grow(8192)).unwrap();
+        assert_eq!((e.capacity_bytes, e.node_expansion_required), (8192, false));
+        assert_eq!(b.ledger.promised(), 8192);
+        let meta = b
+            .read_meta(&VolumeKey::parse("pvc-1").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.capacity_bytes, 8192);
+        assert_eq!(
+            b.expand_volume(&v.id, &grow(4096)).unwrap().capacity_bytes,
+            8192
+        );
+        assert_eq!(b.ledger.promised(), 8192);
+        crate::backend::Backend::delete(&b, &v.id).unwrap();
+        assert_eq!(b.ledger.promised(), 0);
+    }
+}
