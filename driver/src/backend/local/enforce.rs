@@ -133,7 +133,9 @@ impl Enforcement {
         )))
     }
 
-    /// Logged for each volume made without enforcement.
+    /// Logged for each volume made where sizes are not enforced (with
+    /// accounting only, the volume still gets a project: its usage is its
+    /// own, and its limit holds once the root is remounted with prjquota).
     pub(super) fn warn_unenforced(&self, key: &VolumeKey, bytes: u64) {
         if !self.enforced() {
             tracing::warn!(

@@ -425,9 +425,7 @@ impl Backend for LocalBackend {
             self.ledger.release(capacity);
             return Err(e);
         }
-        if meta.project_id.is_none() {
-            self.enforcement.warn_unenforced(&key, capacity);
-        }
+        self.enforcement.warn_unenforced(&key, capacity);
         Ok(self.to_volume(key, meta))
     }
 
