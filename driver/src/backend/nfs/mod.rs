@@ -313,8 +313,17 @@ impl Backend for NfsBackend {
                 record.capacity_bytes = new;
                 let bytes = serde_json::to_vec(&record)
                     .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+                // Every node's resizer may expand the volume at once (the
+                // `all` overlay), each as pid 1 of its container: a temp
+                // name of this call's own keeps their writes apart (the
+                // last rename wins; all write the same size).
                 let (path, temp) = record_paths(&nfs.subdir);
-                share.write_atomic(&path, &temp, bytes).await?;
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                share
+                    .write_atomic(&path, &format!("{temp}-{nanos}"), bytes)
+                    .await?;
                 tracing::info!(
                     volume = %id, from = old, to = new,
                     "NFS volume's recorded size raised (recorded, not enforced: NFS has no per-directory limit)"
