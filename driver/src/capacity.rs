@@ -54,6 +54,28 @@ impl Range {
         Ok(size)
     }
 
+    /// The size a volume of `current` bytes has after ControllerExpandVolume
+    /// with this range. A volume already at least `required_bytes` large
+    /// stays as it is (spec: "already larger than or equal to the target
+    /// capacity ... SHOULD reply 0 OK"); a `limit_bytes` below `current`
+    /// would need shrinking, which no volume does (OutOfRange).
+    pub fn grow(&self, current: u64) -> Result<u64, Error> {
+        if self.required == 0 && self.limit.is_none() {
+            return Err(Error::InvalidArgument(
+                "capacity_range must set required_bytes (the new size)".into(),
+            ));
+        }
+        if let Some(limit) = self.limit {
+            if current > limit {
+                return Err(Error::OutOfRange(format!(
+                    "the volume holds {current} bytes; limit_bytes {limit} would shrink it, \
+                     and volumes cannot shrink"
+                )));
+            }
+        }
+        Ok(current.max(self.required))
+    }
+
     /// Whether an existing volume of `size` bytes satisfies this request.
     pub fn admits(&self, size: u64) -> bool {
         size >= self.required && self.limit.is_none_or(|limit| size <= limit)
@@ -136,6 +158,25 @@ mod tests {
         assert!(r.admits(10) && r.admits(20));
         assert!(!r.admits(9) && !r.admits(21));
         assert!(range(10, 0).unwrap().admits(u64::MAX));
+    }
+
+    #[test]
+    fn grow_never_shrinks() {
+        let gi = GI as i64;
+        assert_eq!(range(2 * gi, 0).unwrap().grow(GI).unwrap(), 2 * GI);
+        assert_eq!(range(GI as i64, 0).unwrap().grow(GI).unwrap(), GI);
+        // Already larger than asked: unchanged, not an error.
+        assert_eq!(range(gi / 2, 0).unwrap().grow(GI).unwrap(), GI);
+        assert_eq!(range(gi / 2, 2 * gi).unwrap().grow(GI).unwrap(), GI);
+        // A ceiling below the current size would shrink it.
+        assert!(matches!(
+            range(0, gi / 2).unwrap().grow(GI),
+            Err(Error::OutOfRange(_))
+        ));
+        assert!(matches!(
+            range(0, 0).unwrap().grow(GI),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

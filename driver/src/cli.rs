@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::backend::local::UnenforcedCapacity;
 use crate::capacity::parse_quantity;
 use crate::driver::{BackendChoice, Mode};
 
@@ -77,6 +78,18 @@ pub struct ServeArgs {
     /// Size of a volume whose request gives no capacity (e.g. 1Gi, 512Mi).
     #[arg(long, env = "CAIRN_DEFAULT_VOLUME_SIZE", default_value = "1Gi", value_parser = parse_quantity)]
     pub default_volume_size: u64,
+
+    /// What CreateVolume does when the local root cannot enforce volume sizes
+    /// (no project quotas): refuse, or allow volumes whose size is recorded
+    /// but not enforced (a warning is logged for each).
+    #[arg(long, env = "CAIRN_UNENFORCED_CAPACITY", value_enum, default_value_t = UnenforcedCapacity::Refuse)]
+    pub unenforced_capacity: UnenforcedCapacity,
+
+    /// Whether local volumes may together be promised more than the local
+    /// root's filesystem holds. false: GetCapacity reports what is not yet
+    /// promised and CreateVolume refuses a volume that does not fit.
+    #[arg(long, env = "CAIRN_OVERCOMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub overcommit: bool,
 
     /// Most volumes the kubelet may place on this node (0: no limit).
     #[arg(long, env = "CAIRN_MAX_VOLUMES_PER_NODE", default_value_t = 0)]

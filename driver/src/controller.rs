@@ -9,10 +9,10 @@ use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{self, Backend, Health, NewVolume};
-use crate::capability::{access_kind_of, check_well_formed};
+use crate::capability::{access_kind_of, check_one_well_formed, check_well_formed};
 use crate::capacity::Range;
 use crate::driver::Driver;
-use crate::error::{Error, Result};
+use crate::error::{missing, Error, Result};
 use crate::ids::{VolumeId, VolumeKey, VolumeName};
 use crate::rpc::{blocking, observe};
 use crate::topology;
@@ -29,6 +29,7 @@ fn capabilities(driver: &Driver) -> Vec<RpcType> {
         RpcType::GetVolume,
         RpcType::VolumeCondition,
         RpcType::SingleNodeMultiWriter,
+        RpcType::ExpandVolume,
     ];
     if driver.backends.local.is_some() {
         rpcs.push(RpcType::ListVolumes);
@@ -265,12 +266,53 @@ impl ControllerService {
             return Ok(GetCapacityResponse::default());
         }
         let mount_flags = mount_flags_of(&req.volume_capabilities);
-        let available =
-            blocking(move || backend.available_bytes(&parameters, &mount_flags)).await?;
+        let (available, maximum) = blocking(move || {
+            Ok((
+                backend.available_bytes(&parameters, &mount_flags)?,
+                backend.maximum_volume_bytes(&parameters, &mount_flags)?,
+            ))
+        })
+        .await?;
+        let wire = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
         Ok(GetCapacityResponse {
-            available_capacity: i64::try_from(available).unwrap_or(i64::MAX),
-            maximum_volume_size: None,
+            available_capacity: wire(available),
+            maximum_volume_size: maximum.map(wire),
             minimum_volume_size: None,
+        })
+    }
+
+    async fn expand(
+        &self,
+        req: ControllerExpandVolumeRequest,
+    ) -> Result<ControllerExpandVolumeResponse> {
+        let id = VolumeId::parse(&req.volume_id)?;
+        let range = req
+            .capacity_range
+            .as_ref()
+            .ok_or_else(|| missing("capacity_range"))?;
+        let capacity = Range::parse(Some(range))?;
+        let backend = self.0.backends.for_id(&id)?;
+        // Optional; when given, the volume must be able to serve it
+        // (spec: "Exceeds capabilities" is INVALID_ARGUMENT).
+        let cap = req.volume_capability;
+        if let Some(cap) = &cap {
+            check_one_well_formed(cap, "volume_capability")?;
+        }
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
+        let expanded = blocking(move || {
+            // Checked against the volume itself: a block capability for a
+            // filesystem volume is as wrong as an unsupported one.
+            if let Some(cap) = &cap {
+                backend
+                    .supports_volume(&id, std::slice::from_ref(cap))?
+                    .map_err(|u| Error::InvalidArgument(u.0))?;
+            }
+            backend.expand(&id, &capacity)
+        })
+        .await?;
+        Ok(ControllerExpandVolumeResponse {
+            capacity_bytes: i64::try_from(expanded.capacity_bytes).unwrap_or(i64::MAX),
+            node_expansion_required: expanded.node_expansion_required,
         })
     }
 }
@@ -396,9 +438,11 @@ impl Controller for ControllerService {
 
     async fn controller_expand_volume(
         &self,
-        _request: Request<ControllerExpandVolumeRequest>,
+        request: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Err(unsupported("ControllerExpandVolume"))
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        observe("ControllerExpandVolume", &id, self.expand(req)).await
     }
 
     async fn controller_get_volume(

@@ -36,3 +36,38 @@ pub fn rename(from: &Path, to: &Path, durable_dir: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(Error::io("rename", from))?;
     sync_dir(durable_dir)
 }
+
+/// Replaces the file at `path` whole: the new contents are written to
+/// `temp` (in the same directory) and flushed, then renamed over `path`,
+/// and the directory is flushed. A crash leaves the old file or the new
+/// one, never a mix; a `temp` left by an earlier crash is removed first.
+/// Callers serialize writers of one `path` (the volume lock).
+pub fn replace_file(path: &Path, temp: &Path, contents: &[u8]) -> Result<()> {
+    match std::fs::remove_file(temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", temp)(e)),
+    }
+    write_new_file(temp, contents)?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal(format!("{} has no parent", path.display())))?;
+    rename(temp, path, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_file_swaps_contents_and_clears_a_stale_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.json");
+        let temp = dir.path().join(".meta.json.tmp");
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::write(&temp, b"left by a crash").unwrap();
+        replace_file(&path, &temp, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert!(!temp.exists());
+    }
+}

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use cairn_proto::v1::identity_server::Identity;
-use cairn_proto::v1::plugin_capability::{service::Type as ServiceType, Service, Type};
+use cairn_proto::v1::plugin_capability::{
+    service::Type as ServiceType, volume_expansion, Service, Type, VolumeExpansion,
+};
 use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
@@ -49,6 +51,13 @@ impl Identity for IdentityService {
             if self.0.backends.local.is_some() {
                 capabilities.push(service(ServiceType::VolumeAccessibilityConstraints));
             }
+            // Volumes grow while in use: a local volume's quota limit and an
+            // NFS volume's recorded size change under a mounted volume.
+            capabilities.push(PluginCapability {
+                r#type: Some(Type::VolumeExpansion(VolumeExpansion {
+                    r#type: volume_expansion::Type::Online as i32,
+                })),
+            });
             Ok(GetPluginCapabilitiesResponse { capabilities })
         })
         .await

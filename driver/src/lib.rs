@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod mount;
 pub mod node;
 pub mod paths;
+pub mod quota;
 pub mod rpc;
 pub mod server;
 pub mod signal;

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::backend::{Backend, NewVolume, Stats};
 use crate::capability::{access_kind, check_one_well_formed, AccessKind};
+use crate::capacity::Range;
 use crate::controller::volume_condition;
 use crate::driver::Driver;
 use crate::ephemeral;
@@ -35,6 +36,7 @@ const CAPABILITIES: &[RpcType] = &[
     RpcType::GetVolumeStats,
     RpcType::VolumeCondition,
     RpcType::SingleNodeMultiWriter,
+    RpcType::ExpandVolume,
 ];
 
 /// Mode of the target directories the driver creates.
@@ -356,6 +358,45 @@ impl NodeService {
     }
 }
 
+impl NodeService {
+    async fn expand(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse> {
+        let id = VolumeId::parse(&req.volume_id)?;
+        let kubelet = self.kubelet()?.clone();
+        let path = kubelet.check(&req.volume_path, "volume_path")?;
+        if !req.staging_target_path.is_empty() {
+            kubelet.check(&req.staging_target_path, "staging_target_path")?;
+        }
+        let capacity = Range::parse(req.capacity_range.as_ref())?;
+        let backend = self.0.backends.for_id(&id)?;
+        // Optional here; when given, INVALID_ARGUMENT if the volume cannot
+        // serve it (spec: "Exceeds capabilities").
+        let cap = match req.volume_capability {
+            Some(cap) => {
+                check_one_well_formed(&cap, "volume_capability")?;
+                backend
+                    .supports(&cap)
+                    .map_err(|u| Error::InvalidArgument(u.0))?;
+                Some(cap)
+            }
+            None => None,
+        };
+        let _guard = self.0.locks.lock(&req.volume_id).await;
+        blocking(move || {
+            let path = resolve_existing(&kubelet, &path)?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "volume {id} is not staged or published at {}",
+                    req.volume_path
+                ))
+            })?;
+            let bytes = backend.node_expand(&id, &path, cap.as_ref(), &capacity)?;
+            Ok(NodeExpandVolumeResponse {
+                capacity_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+            })
+        })
+        .await
+    }
+}
+
 fn not_staged(id: &VolumeId, err: Error) -> Error {
     match err {
         Error::NotFound(_) => Error::FailedPrecondition(format!(
@@ -455,11 +496,10 @@ impl Node for NodeService {
 
     async fn node_expand_volume(
         &self,
-        _request: Request<NodeExpandVolumeRequest>,
+        request: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "NodeExpandVolume is not supported by this driver",
-        ))
+        let req = request.into_inner();
+        observe("NodeExpandVolume", &req.volume_id.clone(), self.expand(req)).await
     }
 
     async fn node_get_capabilities(

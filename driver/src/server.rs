@@ -11,7 +11,7 @@ use cairn_proto::v1::node_server::NodeServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::backend::local::LocalBackend;
+use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::backend::nfs::NfsBackend;
 use crate::backend::Backends;
 use crate::cli::ServeArgs;
@@ -42,14 +42,23 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
     }
     let mut backends = Backends::default();
     if let (true, Some(node)) = (serves_local, &node) {
-        let local = LocalBackend::open(node.clone(), &args.local_root, args.default_volume_size)
-            .with_context(|| {
-                format!(
-                    "--local-root {}: create the directory, point the flag at one, \
+        let options = LocalOptions {
+            unenforced: args.unenforced_capacity,
+            overcommit: args.overcommit,
+        };
+        let local = LocalBackend::open_with(
+            node.clone(),
+            &args.local_root,
+            args.default_volume_size,
+            options,
+        )
+        .with_context(|| {
+            format!(
+                "--local-root {}: create the directory, point the flag at one, \
                      or leave local out of --backends",
-                    args.local_root.display()
-                )
-            })?;
+                args.local_root.display()
+            )
+        })?;
         // Loop devices are the node plugin's: only it clears what a crash
         // left attached (a controller-only process would race its stages).
         // Failing to check is logged, not fatal: mount volumes still work.

@@ -764,3 +764,96 @@ async fn kill9_right_after_stage_then_retry_reuses_the_device() {
         .unwrap();
     assert_eq!(loops_below(driver.dir.path()), vec![]);
 }
+
+/// The size a block device reports (BLKGETSIZE64), through `path`.
+fn device_size(path: &Path) -> u64 {
+    let f = File::open(path).unwrap();
+    let mut size: u64 = 0;
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    // SAFETY: the ioctl writes one u64 into `size`, which lives across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            BLKGETSIZE64 as _,
+            &mut size,
+        )
+    };
+    assert_eq!(rc, 0, "BLKGETSIZE64: {}", std::io::Error::last_os_error());
+    size
+}
+
+#[tokio::test]
+async fn a_published_block_volume_grows_online() {
+    require_root!();
+    let driver = TestDriver::start();
+    let mut controller = driver.controller().await;
+    let mut node = driver.node().await;
+    let name = "pvc-block-grows";
+    let volume = create(&mut controller, block_create_request(name, SIZE)).await;
+    let id = volume.volume_id.as_str();
+    let staging = driver.block_staging_path(name);
+    node.node_stage_volume(block_stage_request(id, &staging))
+        .await
+        .unwrap();
+    let target = driver.block_target_path(name, "pod-grow-uid");
+    node.node_publish_volume(block_publish_request(id, &staging, &target, false))
+        .await
+        .unwrap();
+    write_direct(&target, 0, 0x42).unwrap();
+    assert_eq!(device_size(&target), SIZE as u64);
+
+    let grow = |bytes: i64| ControllerExpandVolumeRequest {
+        volume_id: id.to_string(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(block_capability(Mode::SingleNodeWriter)),
+        ..Default::default()
+    };
+    // Not 4 KiB aligned: the file grows to the next whole block.
+    let expanded = controller
+        .controller_expand_volume(grow(2 * SIZE + 100))
+        .await
+        .unwrap()
+        .into_inner();
+    let grown = (2 * SIZE as u64 + 100).div_ceil(4096) * 4096;
+    assert_eq!(expanded.capacity_bytes as u64, grown);
+    assert_eq!(
+        std::fs::metadata(driver.block_file(name)).unwrap().len(),
+        grown
+    );
+    // Online: the pod's device already has the new size, and kept its data.
+    assert_eq!(device_size(&target), grown);
+    assert!(read_direct(&target, 0).iter().all(|&b| b == 0x42));
+    write_direct(&target, grown - 4096, 0x43).unwrap();
+    // Repeats change nothing; the kubelet's NodeExpandVolume agrees.
+    let again = controller
+        .controller_expand_volume(grow(2 * SIZE + 100))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.capacity_bytes as u64, grown);
+    let node_expanded = node
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.to_string(),
+            volume_path: target.display().to_string(),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(block_capability(Mode::SingleNodeWriter)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(node_expanded.capacity_bytes as u64, grown);
+    assert_eq!(device_size(&target), grown);
+
+    node.node_unpublish_volume(unpublish_request(id, &target))
+        .await
+        .unwrap();
+    node.node_unstage_volume(unstage_request(id, &staging))
+        .await
+        .unwrap();
+    assert!(loops_below(driver.dir.path()).is_empty());
+}

@@ -64,7 +64,8 @@ async fn identity_reports_name_version_capabilities_and_readiness() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(caps.capabilities.len(), 4);
+    // Stage/unstage, stats, condition, single-node multi-writer, expand.
+    assert_eq!(caps.capabilities.len(), 5);
 }
 
 #[tokio::test]

@@ -74,6 +74,14 @@ impl Usage {
     }
 }
 
+/// What ControllerExpandVolume did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expanded {
+    pub capacity_bytes: u64,
+    /// Whether the CO must call NodeExpandVolume on the volume's node.
+    pub node_expansion_required: bool,
+}
+
 /// NodeGetVolumeStats' answer: usage when it could be read, and health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -105,6 +113,19 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<u64>;
     /// Controller-side health of a volume.
     fn health(&self, id: &VolumeId) -> Health;
+    /// The largest volume these parameters can get (GetCapacity's
+    /// `maximum_volume_size`); `None`: no particular maximum.
+    fn maximum_volume_bytes(
+        &self,
+        _parameters: &BTreeMap<String, String>,
+        _mount_flags: &[String],
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Grows the volume to what `capacity` asks (ControllerExpandVolume);
+    /// a volume already that large is left as it is. NotFound when it does
+    /// not exist, OutOfRange when the range would shrink it.
+    fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded>;
 
     /// Makes the volume available at `staging` (an existing directory under
     /// the kubelet dir). Succeeds without change when it already is.
@@ -145,6 +166,18 @@ pub trait Backend: Send + Sync + 'static {
             self.kind()
         )))
     }
+
+    /// NodeExpandVolume for the volume staged or published at `path`:
+    /// whatever the node must do after ControllerExpandVolume. Returns the
+    /// capacity in bytes (0: unknown here). NotFound when `path` does not
+    /// hold the volume.
+    fn node_expand(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+        capability: Option<&VolumeCapability>,
+        capacity: &Range,
+    ) -> Result<u64>;
 }
 
 /// The backends this process serves, by kind.

@@ -247,6 +247,35 @@ async fn volume(
                 json: Value::Array(json),
             })
         }
+        VolumeCommand::Expand { volume_id, size } => {
+            let expanded = controller
+                .controller_expand_volume(ControllerExpandVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+                        limit_bytes: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok(Printed {
+                text: format!(
+                    "expanded {volume_id} to {}{}\n",
+                    render::capacity_text(expanded.capacity_bytes),
+                    if expanded.node_expansion_required {
+                        " (NodeExpandVolume required)"
+                    } else {
+                        ""
+                    }
+                ),
+                json: json!({
+                    "volume_id": volume_id,
+                    "capacity_bytes": expanded.capacity_bytes,
+                    "node_expansion_required": expanded.node_expansion_required,
+                }),
+            })
+        }
         VolumeCommand::Capacity { params } => {
             let capacity = controller
                 .get_capacity(GetCapacityRequest {
@@ -255,9 +284,12 @@ async fn volume(
                 })
                 .await?
                 .into_inner();
+            let maximum = capacity
+                .maximum_volume_size
+                .map_or("-".to_string(), render::capacity_text);
             Ok(Printed {
                 text: format!(
-                    "available: {}\n",
+                    "available: {}\nmaximum volume: {maximum}\n",
                     render::capacity_text(capacity.available_capacity)
                 ),
                 json: json!({
@@ -356,6 +388,34 @@ async fn node(
             })
             .await?;
             Ok(done(format!("unpublished {volume_id} from {target_path}")))
+        }
+        NodeCommand::Expand {
+            volume_id,
+            volume_path,
+            size,
+        } => {
+            let expanded = node
+                .node_expand_volume(NodeExpandVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    volume_path: volume_path.clone(),
+                    capacity_range: size.map(|bytes| CapacityRange {
+                        required_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                        limit_bytes: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok(Printed {
+                text: format!(
+                    "node-expanded {volume_id} at {volume_path}: {}\n",
+                    render::capacity_text(expanded.capacity_bytes)
+                ),
+                json: json!({
+                    "volume_id": volume_id,
+                    "capacity_bytes": expanded.capacity_bytes,
+                }),
+            })
         }
         NodeCommand::Stats {
             volume_id,

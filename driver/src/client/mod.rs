@@ -107,6 +107,13 @@ pub enum VolumeCommand {
         #[arg(long, default_value_t = 0)]
         page_size: i32,
     },
+    /// ControllerExpandVolume.
+    Expand {
+        volume_id: String,
+        /// The new size, e.g. 2Gi.
+        #[arg(long, value_parser = crate::capacity::parse_quantity)]
+        size: u64,
+    },
     /// GetCapacity.
     Capacity {
         #[arg(long = "param", value_parser = parse_key_value)]
@@ -151,6 +158,14 @@ pub enum NodeCommand {
     Stats {
         volume_id: String,
         volume_path: String,
+    },
+    /// NodeExpandVolume, at the volume's staging or target path.
+    Expand {
+        volume_id: String,
+        volume_path: String,
+        /// The size the volume was expanded to (omit: whatever it is).
+        #[arg(long, value_parser = crate::capacity::parse_quantity)]
+        size: Option<u64>,
     },
 }
 

@@ -105,10 +105,21 @@ impl TestDriver {
             .arg(&self.kubelet)
             .args(&self.extra_args)
             .env_remove("NODE_ID")
-            .env_remove("CSI_ENDPOINT");
+            .env_remove("CSI_ENDPOINT")
+            .env_remove("CAIRN_UNENFORCED_CAPACITY")
+            .env_remove("CAIRN_OVERCOMMIT");
         // A test may point the driver at another driver's root instead.
         if !self.extra_args.iter().any(|a| a == "--local-root") {
             cmd.arg("--local-root").arg(&self.root);
+        }
+        // This host's kernel has no quotas: tests provision unenforced
+        // volumes unless they choose the policy themselves.
+        if !self
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--unenforced-capacity"))
+        {
+            cmd.arg("--unenforced-capacity=allow");
         }
         cmd
     }

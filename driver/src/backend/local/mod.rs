@@ -12,6 +12,16 @@
 //! A volume is created complete in `tmp/` and renamed into `volumes/`, and
 //! deleted by renaming it into `trash/` first: a crash at any point leaves
 //! either a whole volume or none, and a restart clears the leftovers.
+//!
+//! Sizes are enforced with project quotas where the root's filesystem has
+//! them ([`enforce`]); what volumes were promised is summed in memory
+//! ([`ledger`]); expansion and per-volume usage live in [`sizing`].
+
+mod enforce;
+mod ledger;
+mod sizing;
+
+pub use enforce::UnenforcedCapacity;
 
 mod block;
 
@@ -32,8 +42,9 @@ use serde::{Deserialize, Serialize};
 
 use cairn_proto::v1::VolumeCapability;
 
-use super::{Backend, Health, NewVolume, Stats, Usage, Volume};
+use super::{Backend, Expanded, Health, NewVolume, Stats, Usage, Volume};
 use crate::capability::{self, AccessKind, Unsupported};
+use crate::capacity::Range;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{LocalVolumeId, NodeId, VolumeId, VolumeKey};
@@ -64,6 +75,31 @@ struct Meta {
     /// What the volume was filled from, when it was restored or cloned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<snapshot::RecordedSource>,
+    /// The project quota that enforces `capacity_bytes` (absent: not
+    /// enforced, or a record from before enforcement existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    project_id: Option<u32>,
+}
+
+/// How the local backend treats sizes (the `serve` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// What to do where the root cannot enforce sizes.
+    pub unenforced: UnenforcedCapacity,
+    /// Whether volumes may together be promised more than the filesystem holds.
+    pub overcommit: bool,
+}
+
+impl Default for LocalOptions {
+    /// Permissive, for embedding and unit tests; `cairn-csi serve` passes
+    /// its flags (default: refuse unenforced volumes) through
+    /// [`LocalBackend::open_with`].
+    fn default() -> Self {
+        Self {
+            unenforced: UnenforcedCapacity::Allow,
+            overcommit: true,
+        }
+    }
 }
 
 /// Puts a new volume's initial content into its (empty) `data/` directory.
@@ -85,6 +121,8 @@ pub struct LocalBackend {
     unique: AtomicU64,
     /// Snapshot and restore copies running in this process.
     copies: Copies,
+    enforcement: enforce::Enforcement,
+    ledger: ledger::Ledger,
 }
 
 /// Checks StorageClass parameters for a local volume; unknown keys are
@@ -105,9 +143,20 @@ fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
 }
 
 impl LocalBackend {
-    /// Opens the root, creating its layout, and clears what a crash left
-    /// half made or half deleted.
+    /// [`Self::open_with`] with [`LocalOptions::default`].
     pub fn open(node: NodeId, root: &Path, default_size: u64) -> Result<Self> {
+        Self::open_with(node, root, default_size, LocalOptions::default())
+    }
+
+    /// Opens the root, creating its layout, clears what a crash left half
+    /// made or half deleted, probes whether sizes can be enforced and sums
+    /// what the existing volumes were promised.
+    pub fn open_with(
+        node: NodeId,
+        root: &Path,
+        default_size: u64,
+        options: LocalOptions,
+    ) -> Result<Self> {
         let meta = std::fs::metadata(root).map_err(Error::io("open local root", root))?;
         if !meta.is_dir() {
             return Err(Error::FailedPrecondition(format!(
@@ -121,6 +170,8 @@ impl LocalBackend {
             default_size,
             unique: AtomicU64::new(0),
             copies: Copies::default(),
+            enforcement: enforce::Enforcement::probe(root, options.unenforced)?,
+            ledger: ledger::Ledger::new(options.overcommit, 0),
         };
         for dir in [
             backend.volumes_dir(),
@@ -140,6 +191,14 @@ impl LocalBackend {
                 tracing::info!(dir = %dir.display(), removed, "removed leftovers of interrupted operations");
             }
         }
+        let (volumes, promised) = backend.scan_volumes()?;
+        backend.ledger.record_existing(promised);
+        tracing::info!(
+            volumes,
+            promised_bytes = promised,
+            overcommit = options.overcommit,
+            "local volumes found"
+        );
         Ok(backend)
     }
 
@@ -198,10 +257,12 @@ impl LocalBackend {
         }
     }
 
-    /// Builds the volume in a scratch directory and renames it in. `fill`,
-    /// if given, puts the initial content into the new `data/` (a restore)
-    /// and makes it durable.
-    fn make(&self, key: &VolumeKey, meta: &Meta, fill: Option<Fill<'_>>) -> Result<()> {
+    /// Builds the volume in a scratch directory and renames it in. A mount
+    /// volume's `data/` gets its project quota first, so that `fill` (a
+    /// restore or clone, which also makes its content durable) writes into
+    /// the project. A block volume is bounded by its file's size and needs
+    /// no quota.
+    fn make(&self, key: &VolumeKey, meta: &mut Meta, fill: Option<Fill<'_>>) -> Result<()> {
         let scratch = self.tmp_dir().join(self.scratch_name(key));
         let result = (|| {
             std::fs::create_dir(&scratch).map_err(Error::io("create", &scratch))?;
@@ -221,6 +282,10 @@ impl LocalBackend {
                     std::os::unix::fs::PermissionsExt::from_mode(DATA_MODE),
                 )
                 .map_err(Error::io("chmod", &data))?;
+                meta.project_id = self
+                    .enforcement
+                    .assign_new(&data, key, meta.capacity_bytes)?
+                    .map(|id| id.get());
                 if let Some(fill) = fill {
                     fill(&data)?;
                 }
@@ -469,20 +534,35 @@ impl Backend for LocalBackend {
             check_compatible(request, &existing, None)?;
             return Ok(self.to_volume(key, existing));
         }
-        let mut capacity = request
-            .capacity
-            .choose(self.default_size, self.max_volume_bytes()?)?;
-        if request.access == AccessKind::Block {
+        let block = request.access == AccessKind::Block;
+        if !block {
+            self.enforcement.check_create()?;
+        }
+        let space = ledger::Space::of(&self.statvfs()?);
+        let mut capacity = request.capacity.choose(self.default_size, space.size)?;
+        if block {
             capacity = block::capacity(capacity, &request.capacity)?;
         }
-        let meta = Meta {
+        self.ledger.reserve(
+            capacity,
+            space,
+            &format!("volume {:?}", request.name.as_str()),
+        )?;
+        let mut meta = Meta {
             name: request.name.as_str().to_string(),
             capacity_bytes: capacity,
             parameters: request.parameters.clone(),
             access_type: request.access,
             source: None,
+            project_id: None,
         };
-        self.make(&key, &meta, None)?;
+        if let Err(e) = self.make(&key, &mut meta, None) {
+            self.ledger.release(capacity);
+            return Err(e);
+        }
+        if !block {
+            self.enforcement.warn_unenforced(&key, capacity);
+        }
         Ok(self.to_volume(key, meta))
     }
 
@@ -498,6 +578,11 @@ impl Backend for LocalBackend {
         };
         let dir = self.volume_dir(&local.key);
         block::check_unused(&dir, id)?;
+        // What it was promised and its project, to give back once it is gone.
+        let recorded = self.read_meta(&local.key).unwrap_or_else(|e| {
+            tracing::warn!(volume = %id, error = %e, "deleting a volume with an unreadable record");
+            None
+        });
         let doomed = self.trash_dir().join(self.scratch_name(&local.key));
         match durable::rename(&dir, &doomed, &self.volumes_dir()) {
             Ok(()) => {}
@@ -505,6 +590,12 @@ impl Backend for LocalBackend {
                 return Ok(())
             }
             Err(e) => return Err(e),
+        }
+        if let Some(meta) = &recorded {
+            self.ledger.release(meta.capacity_bytes);
+            if let Some(project) = meta.project() {
+                self.enforcement.forget(&doomed.join(DATA_DIR), project);
+            }
         }
         std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))
     }
@@ -524,8 +615,42 @@ impl Backend for LocalBackend {
         _mount_flags: &[String],
     ) -> Result<u64> {
         check_parameters(parameters)?;
-        let st = self.statvfs()?;
-        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+        // Capacity CreateVolume would refuse is no capacity.
+        if self.enforcement.check_create().is_err() {
+            return Ok(0);
+        }
+        Ok(self.ledger.available(ledger::Space::of(&self.statvfs()?)))
+    }
+
+    fn maximum_volume_bytes(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        _mount_flags: &[String],
+    ) -> Result<Option<u64>> {
+        check_parameters(parameters)?;
+        if self.enforcement.check_create().is_err() {
+            return Ok(Some(0));
+        }
+        let space = ledger::Space::of(&self.statvfs()?);
+        Ok(Some(if self.ledger.overcommits() {
+            space.size
+        } else {
+            self.ledger.available(space)
+        }))
+    }
+
+    fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded> {
+        self.expand_volume(id, capacity)
+    }
+
+    fn node_expand(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+        capability: Option<&VolumeCapability>,
+        capacity: &Range,
+    ) -> Result<u64> {
+        self.node_expand_volume(id, path, capability, capacity)
     }
 
     fn health(&self, id: &VolumeId) -> Health {
@@ -609,6 +734,20 @@ impl Backend for LocalBackend {
         if let Ok((_, source)) = &data {
             if !source.same_inode(&state) {
                 return Err(not_found());
+            }
+        }
+        // An enforced volume reports its own usage and limit, from its quota.
+        let mut health = health;
+        if data.is_ok() {
+            match self.quota_usage(id, path) {
+                Ok(Some((usage, quota_health))) => {
+                    return Ok(Stats {
+                        usage: Some(usage),
+                        health: quota_health,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => health = Health::Abnormal(format!("cannot read the volume's quota: {e}")),
             }
         }
         let st = mount::usage(path).map_err(Error::io("statvfs", path))?;

@@ -42,10 +42,10 @@ use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 use serde::{Deserialize, Serialize};
 
 use super::jobs::{Job, Jobs};
-use super::{check_compatible, check_parameters, LocalBackend, Meta, DATA_DIR, META_FILE};
+use super::{check_compatible, check_parameters, ledger, LocalBackend, Meta, DATA_DIR, META_FILE};
 use crate::backend::{NewVolume, Volume};
-use crate::capacity::Range;
 use crate::capability::AccessKind;
+use crate::capacity::Range;
 use crate::copy::{self, CopyStats};
 use crate::durable;
 use crate::error::{Error, Result};
@@ -595,6 +595,7 @@ impl LocalBackend {
                 parameters: request.parameters.clone(),
                 access_type: AccessKind::Mount,
                 source: Some(recorded),
+                project_id: None,
             },
             source_dir,
             payload,
@@ -649,8 +650,19 @@ impl LocalBackend {
             log_copy("restore", &what, &stats, started, copied);
             Ok(())
         };
-        self.make(&plan.key, &plan.meta, Some(&fill))?;
-        Ok(self.to_volume(plan.key.clone(), plan.meta.clone()))
+        // Sized and enforced like any new volume.
+        self.enforcement.check_create()?;
+        let space = ledger::Space::of(&self.statvfs()?);
+        let capacity = plan.meta.capacity_bytes;
+        let what = format!("volume {:?}", plan.meta.name);
+        self.ledger.reserve(capacity, space, &what)?;
+        let mut meta = plan.meta.clone();
+        if let Err(e) = self.make(&plan.key, &mut meta, Some(&fill)) {
+            self.ledger.release(capacity);
+            return Err(e);
+        }
+        self.enforcement.warn_unenforced(&plan.key, capacity);
+        Ok(self.to_volume(plan.key.clone(), meta))
     }
 
     /// Stops every running copy (shutdown); their scratch is removed by the

@@ -20,8 +20,9 @@ use cairn_proto::v1::VolumeCapability;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::{Backend, Health, NewVolume, Stats, Usage, Volume};
+use super::{Backend, Expanded, Health, NewVolume, Stats, Usage, Volume};
 use crate::capability::{self, Unsupported};
+use crate::capacity::Range;
 use crate::error::{Error, Result};
 use crate::ids::{NfsServer, NfsVolumeId, OnDelete, SharePath, SubDir, VolumeId, MAX_ID_LEN};
 use crate::mount;
@@ -296,6 +297,45 @@ impl Backend for NfsBackend {
         )
     }
 
+    /// Raises the size recorded beside the volume's directory. NFS has no
+    /// per-directory limit: the new size, like the old one, is recorded and
+    /// reported, not enforced, and nothing needs doing on the nodes.
+    fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded> {
+        let nfs = nfs_id(id)?;
+        self.with_volume_share(nfs, &[], async |share| {
+            let mut record = self
+                .read_record(share, nfs)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+            let new = capacity.grow(record.capacity_bytes)?;
+            if new != record.capacity_bytes {
+                let old = record.capacity_bytes;
+                record.capacity_bytes = new;
+                let bytes = serde_json::to_vec(&record)
+                    .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+                // Every node's resizer may expand the volume at once (the
+                // `all` overlay), each as pid 1 of its container: a temp
+                // name of this call's own keeps their writes apart (the
+                // last rename wins; all write the same size).
+                let (path, temp) = record_paths(&nfs.subdir);
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                share
+                    .write_atomic(&path, &format!("{temp}-{nanos}"), bytes)
+                    .await?;
+                tracing::info!(
+                    volume = %id, from = old, to = new,
+                    "NFS volume's recorded size raised (recorded, not enforced: NFS has no per-directory limit)"
+                );
+            }
+            Ok(Expanded {
+                capacity_bytes: new,
+                node_expansion_required: false,
+            })
+        })
+    }
+
     fn health(&self, id: &VolumeId) -> Health {
         let Ok(nfs) = nfs_id(id) else {
             return Health::Abnormal(format!("{id} is not an NFS volume"));
@@ -381,6 +421,16 @@ impl Backend for NfsBackend {
         }
     }
 
+    fn node_expand(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+        _capability: Option<&VolumeCapability>,
+        _capacity: &Range,
+    ) -> Result<u64> {
+        self.node_expand_volume(id, path)
+    }
+
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats> {
         let state = match mount::inspect(path) {
             Ok(Some(state)) => state,
@@ -418,6 +468,28 @@ impl Backend for NfsBackend {
                 },
             },
         )
+    }
+}
+
+impl NfsBackend {
+    /// NodeExpandVolume: nothing to do on the node (the size is recorded
+    /// on the export, not enforced); checks that `path` is a mount without
+    /// asking the server, and reports the capacity as unknown here (0).
+    fn node_expand_volume(&self, id: &VolumeId, path: &Path) -> Result<u64> {
+        nfs_id(id)?;
+        let mounted = match mount::inspect(path) {
+            Ok(state) => state.is_some_and(|s| s.is_mount_root),
+            // A stale mount still is this volume's mount.
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => true,
+            Err(e) => return Err(Error::io("inspect", path)(e)),
+        };
+        if !mounted {
+            return Err(Error::NotFound(format!(
+                "volume {id} is not staged or published at {}",
+                path.display()
+            )));
+        }
+        Ok(0)
     }
 }
 

@@ -1,0 +1,527 @@
+//! Capacity on this host, whose kernel has no quotas: what the driver does
+//! on a root that cannot enforce sizes, expansion of local and NFS volumes,
+//! and the no-overcommit ledger. (Enforcement itself is tested in a guest
+//! with quotas: tests/local_quota.rs.)
+
+mod common;
+
+use cairn_harness::{require, require_nfs_lab, Ganesha};
+use cairn_proto::v1::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
+};
+use cairn_proto::v1::*;
+use common::*;
+use tonic::Code;
+
+const MI: i64 = 1 << 20;
+
+fn expand_request(id: &str, required: i64, limit: i64) -> ControllerExpandVolumeRequest {
+    ControllerExpandVolumeRequest {
+        volume_id: id.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: required,
+            limit_bytes: limit,
+        }),
+        ..Default::default()
+    }
+}
+
+fn node_expand_request(id: &str, path: &std::path::Path, required: i64) -> NodeExpandVolumeRequest {
+    NodeExpandVolumeRequest {
+        volume_id: id.into(),
+        volume_path: path.display().to_string(),
+        capacity_range: (required > 0).then_some(CapacityRange {
+            required_bytes: required,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(rwo()),
+        ..Default::default()
+    }
+}
+
+fn capacity_request() -> GetCapacityRequest {
+    GetCapacityRequest {
+        volume_capabilities: vec![rwo()],
+        ..Default::default()
+    }
+}
+
+fn delete_request(id: &str) -> DeleteVolumeRequest {
+    DeleteVolumeRequest {
+        volume_id: id.into(),
+        secrets: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn unenforceable_roots_refuse_by_default_and_allow_on_request() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-csi"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("[env: CAIRN_UNENFORCED_CAPACITY=]") && help.contains("[default: refuse]"),
+        "{help}"
+    );
+    assert!(help.contains("[env: CAIRN_OVERCOMMIT=]"), "{help}");
+    // The harness passes allow unless told otherwise; here: the default.
+    let driver = TestDriver::start_with(&["--unenforced-capacity", "refuse"]);
+    let mut c = driver.controller().await;
+    let err = c
+        .create_volume(create_request("pvc-refused", MI))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(
+        err.message().contains("--unenforced-capacity=allow")
+            && err.message().contains("not be held to their size"),
+        "{}",
+        err.message()
+    );
+    assert!(!driver.root.join("volumes/pvc-refused").exists());
+    let log = driver.log_text();
+    assert!(
+        log.contains("cannot enforce volume sizes") && log.contains("--unenforced-capacity=refuse"),
+        "startup says why and what to do: {log}"
+    );
+    // Capacity this node would refuse to use is no capacity.
+    let cap = c
+        .get_capacity(capacity_request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cap.available_capacity, 0);
+    assert_eq!(cap.maximum_volume_size, Some(0));
+    drop(driver);
+
+    // allow: the volume is made, its size recorded, a warning logged for it.
+    let driver = TestDriver::start_with(&["--unenforced-capacity=allow"]);
+    let mut c = driver.controller().await;
+    let volume = create(&mut c, create_request("pvc-allowed", MI)).await;
+    assert_eq!(volume.capacity_bytes, MI);
+    let meta = std::fs::read_to_string(driver.root.join("volumes/pvc-allowed/meta.json")).unwrap();
+    assert!(
+        !meta.contains("project_id"),
+        "unenforced: no project id: {meta}"
+    );
+    let log = driver.log_text();
+    assert!(
+        log.contains("NOT enforced") && log.contains("pvc-allowed"),
+        "a warning per unenforced volume: {log}"
+    );
+    let cap = c
+        .get_capacity(capacity_request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cap.available_capacity > 0);
+    assert!(cap.maximum_volume_size.unwrap() >= cap.available_capacity);
+}
+
+#[tokio::test]
+async fn local_volumes_expand_and_never_shrink() {
+    let mut driver = TestDriver::start();
+    let mut c = driver.controller().await;
+    let volume = create(&mut c, create_request("pvc-grow", MI)).await;
+    let id = volume.volume_id.clone();
+
+    let grown = c
+        .controller_expand_volume(expand_request(&id, 3 * MI, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 3 * MI);
+    assert!(
+        !grown.node_expansion_required,
+        "a directory needs nothing on the node"
+    );
+    // Idempotent: the same request again, and a smaller floor (the volume
+    // is already at least that large: spec, "SHOULD reply 0 OK").
+    for required in [3 * MI, 2 * MI] {
+        let again = c
+            .controller_expand_volume(expand_request(&id, required, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.capacity_bytes, 3 * MI);
+    }
+    // A ceiling below the current size asks for shrinking.
+    let shrink = c
+        .controller_expand_volume(expand_request(&id, MI, 2 * MI))
+        .await;
+    assert_code(shrink, Code::OutOfRange);
+    let bigger_than_the_filesystem = c
+        .controller_expand_volume(expand_request(&id, i64::MAX, 0))
+        .await;
+    assert_code(bigger_than_the_filesystem, Code::OutOfRange);
+
+    // Arguments.
+    assert_code(
+        c.controller_expand_volume(expand_request("", 4 * MI, 0))
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut no_range = expand_request(&id, 4 * MI, 0);
+    no_range.capacity_range = None;
+    assert_code(
+        c.controller_expand_volume(no_range).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.controller_expand_volume(expand_request(&id, 0, 0)).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.controller_expand_volume(expand_request(&id, -1, 0)).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.controller_expand_volume(expand_request("local:node-a:../../etc", 4 * MI, 0))
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut block = expand_request(&id, 4 * MI, 0);
+    block.volume_capability = Some(VolumeCapability {
+        access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    });
+    assert_code(
+        c.controller_expand_volume(block).await,
+        Code::InvalidArgument,
+    );
+    let mut with_capability = expand_request(&id, 3 * MI, 0);
+    with_capability.volume_capability = Some(rwo());
+    c.controller_expand_volume(with_capability).await.unwrap();
+    // Unknown volumes.
+    assert_code(
+        c.controller_expand_volume(expand_request("local:node-a:pvc-nothing", 4 * MI, 0))
+            .await,
+        Code::NotFound,
+    );
+    // Another node's volume is that node's to expand: a non-final code, so
+    // the resizer beside this node's controller retries instead of marking
+    // the claim as failed (every node's resizer sees every claim).
+    assert_code(
+        c.controller_expand_volume(expand_request("local:node-b:pvc-grow", 4 * MI, 0))
+            .await,
+        Code::Unavailable,
+    );
+
+    // The record is replaced whole, nothing is left beside it, and the
+    // capacity survives a restart.
+    let dir = driver.root.join("volumes/pvc-grow");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    driver.restart();
+    let mut c = driver.controller().await;
+    let got = c
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.volume.unwrap().capacity_bytes, 3 * MI);
+    // A crash's leftover temp record does not get in the way.
+    std::fs::write(dir.join(".meta.json.tmp"), b"{half").unwrap();
+    let grown = c
+        .controller_expand_volume(expand_request(&id, 4 * MI, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 4 * MI);
+    assert!(!dir.join(".meta.json.tmp").exists());
+
+    // Gone: NotFound.
+    c.delete_volume(delete_request(&id)).await.unwrap();
+    assert_code(
+        c.controller_expand_volume(expand_request(&id, 5 * MI, 0))
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn node_expand_answers_for_a_published_volume() {
+    require_root!();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+    let mut n = driver.node().await;
+    let id = create(&mut c, create_request("pvc-node-grow", MI))
+        .await
+        .volume_id;
+    let staging = driver.staging_path(&id);
+    let target = driver.target_path("pod-1", "pvc-node-grow");
+    n.node_stage_volume(stage_request(&id, &staging))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_request(&id, &staging, &target, false))
+        .await
+        .unwrap();
+
+    c.controller_expand_volume(expand_request(&id, 2 * MI, 0))
+        .await
+        .unwrap();
+    for path in [&target, &staging] {
+        let resp = n
+            .node_expand_volume(node_expand_request(&id, path, 2 * MI))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.capacity_bytes, 2 * MI);
+    }
+    // Without a range, and again: the same answer.
+    let resp = n
+        .node_expand_volume(node_expand_request(&id, &target, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.capacity_bytes, 2 * MI);
+    // More than the controller granted: the node cannot grow it.
+    assert_code(
+        n.node_expand_volume(node_expand_request(&id, &target, 8 * MI))
+            .await,
+        Code::OutOfRange,
+    );
+    // Paths that do not hold the volume.
+    let elsewhere = driver.target_path("pod-2", "pvc-node-grow");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    assert_code(
+        n.node_expand_volume(node_expand_request(&id, &elsewhere, 0))
+            .await,
+        Code::NotFound,
+    );
+    let missing = driver
+        .kubelet
+        .join("pods/pod-3/volumes/kubernetes.io~csi/x/mount");
+    assert_code(
+        n.node_expand_volume(node_expand_request(&id, &missing, 0))
+            .await,
+        Code::NotFound,
+    );
+    let other = create(&mut c, create_request("pvc-other", MI))
+        .await
+        .volume_id;
+    assert_code(
+        n.node_expand_volume(node_expand_request(&other, &target, 0))
+            .await,
+        Code::NotFound,
+    );
+    assert_code(
+        n.node_expand_volume(node_expand_request("local:node-a:pvc-gone", &target, 0))
+            .await,
+        Code::NotFound,
+    );
+    // Arguments.
+    assert_code(
+        n.node_expand_volume(node_expand_request("", &target, 0))
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut no_path = node_expand_request(&id, &target, 0);
+    no_path.volume_path = String::new();
+    assert_code(n.node_expand_volume(no_path).await, Code::InvalidArgument);
+    assert_code(
+        n.node_expand_volume(node_expand_request(&id, std::path::Path::new("/etc"), 0))
+            .await,
+        Code::InvalidArgument,
+    );
+    let mut multi = node_expand_request(&id, &target, 0);
+    multi.volume_capability = Some(mount_capability(Mode::MultiNodeMultiWriter));
+    assert_code(n.node_expand_volume(multi).await, Code::InvalidArgument);
+
+    n.node_unpublish_volume(unpublish_request(&id, &target))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_request(&id, &staging))
+        .await
+        .unwrap();
+    assert_eq!(mounts_below(driver.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn without_overcommit_the_node_promises_no_more_than_it_holds() {
+    require_root!();
+    let mut driver = TestDriver::start_with(&["--overcommit=false"]);
+    // The local root becomes a 64 MiB filesystem of its own.
+    driver.stop();
+    rustix::mount::mount(
+        "cairn-capacity",
+        &driver.root,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"size=64m,mode=755"),
+    )
+    .expect("mount tmpfs");
+    driver.spawn();
+    let mut c = driver.controller().await;
+    let capacity = |cap: GetCapacityResponse| (cap.available_capacity, cap.maximum_volume_size);
+    let cap = capacity(
+        c.get_capacity(capacity_request())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(cap, (64 * MI, Some(64 * MI)));
+
+    // Five creates at once for three volumes' worth of room: exactly three
+    // are promised their 20 MiB, the others are refused.
+    let mut calls = Vec::new();
+    for i in 0..5 {
+        let mut c = driver.controller().await;
+        calls.push(tokio::spawn(async move {
+            c.create_volume(create_request(&format!("pvc-{i}"), 20 * MI))
+                .await
+        }));
+    }
+    let mut made = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(r) => made.push(r.into_inner().volume.unwrap().volume_id),
+            Err(status) => assert_eq!(
+                status.code(),
+                Code::ResourceExhausted,
+                "{}",
+                status.message()
+            ),
+        }
+    }
+    assert_eq!(made.len(), 3, "{made:?}");
+    let cap = capacity(
+        c.get_capacity(capacity_request())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(cap, (4 * MI, Some(4 * MI)));
+    // Growing needs room too.
+    assert_code(
+        c.controller_expand_volume(expand_request(&made[0], 30 * MI, 0))
+            .await,
+        Code::ResourceExhausted,
+    );
+    c.controller_expand_volume(expand_request(&made[0], 24 * MI, 0))
+        .await
+        .unwrap();
+    let cap = capacity(
+        c.get_capacity(capacity_request())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(cap, (0, Some(0)));
+
+    // A restart sums the records again.
+    driver.restart();
+    let mut c = driver.controller().await;
+    let cap = capacity(
+        c.get_capacity(capacity_request())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(cap, (0, Some(0)));
+    assert_code(
+        c.create_volume(create_request("pvc-late", MI)).await,
+        Code::ResourceExhausted,
+    );
+    // Deleting gives the room back.
+    c.delete_volume(delete_request(&made[1])).await.unwrap();
+    let cap = capacity(
+        c.get_capacity(capacity_request())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(cap, (20 * MI, Some(20 * MI)));
+    create(&mut c, create_request("pvc-late", 20 * MI)).await;
+    assert_code(
+        c.create_volume(create_request("pvc-later", MI)).await,
+        Code::ResourceExhausted,
+    );
+}
+
+#[tokio::test]
+async fn nfs_expansion_raises_the_recorded_size() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+    let mut request = create_request("pvc-nfs-grow", 5 * MI);
+    request
+        .parameters
+        .insert("server".into(), "127.0.0.1".into());
+    request.parameters.insert("share".into(), "/export".into());
+    request.volume_capabilities = vec![VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            mount_flags: vec![format!("port={port}"), "nfsvers=4.1".into()],
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::MultiNodeMultiWriter as i32,
+        }),
+    }];
+    let id = c
+        .create_volume(request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let record = export.join(".pvc-nfs-grow.cairn.json");
+    let recorded = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap()
+    };
+
+    let grown = c
+        .controller_expand_volume(expand_request(&id, 50 * MI, 0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 50 * MI);
+    assert!(!grown.node_expansion_required);
+    assert_eq!(recorded()["capacity_bytes"], 50 * MI);
+    assert_eq!(recorded()["name"], "pvc-nfs-grow");
+    let again = c
+        .controller_expand_volume(expand_request(&id, 10 * MI, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.capacity_bytes, 50 * MI, "never shrinks");
+    assert_code(
+        c.controller_expand_volume(expand_request(&id, MI, 2 * MI))
+            .await,
+        Code::OutOfRange,
+    );
+    let got = c
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.volume.unwrap().capacity_bytes, 50 * MI);
+    // No temp record is left on the export.
+    let leftovers: Vec<String> = std::fs::read_dir(&export)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    c.delete_volume(delete_request(&id)).await.unwrap();
+    assert_code(
+        c.controller_expand_volume(expand_request(&id, 60 * MI, 0))
+            .await,
+        Code::NotFound,
+    );
+}
