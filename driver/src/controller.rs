@@ -33,8 +33,8 @@ fn capabilities(driver: &Driver) -> Vec<RpcType> {
     ];
     if driver.backends.local.is_some() {
         rpcs.push(RpcType::ListVolumes);
-        rpcs.extend_from_slice(crate::snapshots::CAPABILITIES);
     }
+    rpcs.extend(crate::snapshots::capabilities(driver));
     rpcs
 }
 

@@ -392,6 +392,64 @@ impl fmt::Display for VolumeId {
     }
 }
 
+/// The first tag of an NFS snapshot's id.
+pub const NFS_SNAPSHOT_TAG: &str = "nfs-snap";
+
+/// An NFS snapshot's id: `nfs-snap:<port>:<server>#<share>#<leaf>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsSnapshotId {
+    pub server: NfsServer,
+    pub port: u16,
+    pub share: SharePath,
+    /// The snapshot's directory name under the share's `.cairn-snapshots/`.
+    pub leaf: String,
+}
+
+impl NfsSnapshotId {
+    /// Parses the part after `nfs-snap:`.
+    pub fn parse(rest: &str) -> Result<Self, Error> {
+        let malformed = || {
+            Error::InvalidArgument(format!(
+                "snapshot id {NFS_SNAPSHOT_TAG}:{rest} is not a Cairn NFS snapshot id \
+                 ({NFS_SNAPSHOT_TAG}:<port>:<server>#<share>#<name>)"
+            ))
+        };
+        let (port, location) = rest.split_once(':').ok_or_else(malformed)?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(malformed)?;
+        let mut parts = location.split('#');
+        let (Some(server), Some(share), Some(leaf), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        // A leaf is what `short_dir_name` makes of a valid name.
+        VolumeName::parse(leaf).map_err(|_| malformed())?;
+        Ok(Self {
+            server: NfsServer::parse(server).map_err(|_| malformed())?,
+            port,
+            share: SharePath::parse(share).map_err(|_| malformed())?,
+            leaf: leaf.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for NfsSnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{NFS_SNAPSHOT_TAG}:{}:{}#{}#{}",
+            self.port,
+            self.server.as_str(),
+            self.share.as_str(),
+            self.leaf
+        )
+    }
+}
+
 /// A local snapshot's id: the node that holds it and its directory key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalSnapshotId {
@@ -406,6 +464,8 @@ pub struct LocalSnapshotId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotId {
     Local(LocalSnapshotId),
+    /// A copy on an NFS export: `nfs-snap:<port>:<server>#<share>#<leaf>`.
+    Nfs(NfsSnapshotId),
 }
 
 const SNAPSHOT_TAG: &str = "snap";
@@ -430,6 +490,12 @@ impl SnapshotId {
                 "snapshot_id {raw:?} is not a Cairn snapshot id: {why}"
             ))
         };
+        if let Some(rest) = raw
+            .strip_prefix(NFS_SNAPSHOT_TAG)
+            .and_then(|r| r.strip_prefix(':'))
+        {
+            return NfsSnapshotId::parse(rest).map(SnapshotId::Nfs);
+        }
         let mut parts = raw.splitn(3, ':');
         let (Some(SNAPSHOT_TAG), Some(node), Some(key)) =
             (parts.next(), parts.next(), parts.next())
@@ -448,6 +514,7 @@ impl SnapshotId {
     pub fn lock_key(&self) -> String {
         match self {
             SnapshotId::Local(id) => format!("{SNAPSHOT_TAG}:{}", id.key),
+            SnapshotId::Nfs(_) => self.to_string(),
         }
     }
 }
@@ -456,6 +523,7 @@ impl fmt::Display for SnapshotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SnapshotId::Local(id) => write!(f, "{SNAPSHOT_TAG}:{}:{}", id.node, id.key),
+            SnapshotId::Nfs(id) => id.fmt(f),
         }
     }
 }
@@ -591,6 +659,26 @@ mod tests {
         }
         assert!(VolumeId::parse(&format!("local:n:{}", "a".repeat(200))).is_err());
     }
+    #[test]
+    fn nfs_snapshot_ids_round_trip_and_hostile_ones_are_refused() {
+        let raw = "nfs-snap:2049:127.0.0.1#/export#snap-1";
+        let id = SnapshotId::parse(raw).unwrap();
+        assert!(matches!(&id, SnapshotId::Nfs(n) if n.leaf == "snap-1"));
+        assert_eq!(id.to_string(), raw);
+        for bad in [
+            "nfs-snap:2049:127.0.0.1#/export#../x",
+            "nfs-snap:2049:127.0.0.1#/export#a/b",
+            "nfs-snap:0:127.0.0.1#/export#s",
+            "nfs-snap:2049:127.0.0.1#export#s",
+            "nfs-snap:2049:127.0.0.1#/export",
+            "nfs-snap:2049:127.0.0.1#/export#s#t",
+            "nfs-snap:2049:127.0.0.1#/export#.hidden",
+            "nfs-snap:2049:127.0.0.1#/../etc#s",
+        ] {
+            assert!(SnapshotId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn snapshot_ids_round_trip_and_fit() {
         let id = SnapshotId::parse("snap:node-a:snapshot-1").unwrap();

@@ -2,7 +2,9 @@
 //! GetSnapshot — and CreateVolume's `volume_content_source`: validation,
 //! conversion to and from the wire, and waiting on copies. The controller's
 //! handlers call these; what a snapshot is on disk lives in
-//! `backend::local::snapshot`. Only local volumes have snapshots.
+//! `backend::local::snapshot` and `backend::nfs::snapshot`. An NFS
+//! snapshot is a copy made on the export through the userspace client:
+//! synchronous, ready when CreateSnapshot answers.
 //!
 //! `ready_to_use` is honest: CreateSnapshot waits up to [`GRACE`] for the
 //! copy (a reflink copy finishes in milliseconds) and otherwise answers
@@ -26,10 +28,12 @@ use cairn_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType,
 use cairn_proto::v1::*;
 
 use crate::backend::local::{LocalBackend, RestoreState, SnapshotState};
+use crate::backend::nfs::snapshot::{NfsSnapshot, NfsSource};
+use crate::backend::nfs::NfsBackend;
 use crate::backend::{self, Backend, NewVolume};
 use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
-use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::ids::{ContentSource, NfsSnapshotId, SnapshotId, VolumeId, VolumeKey, VolumeName};
 use crate::rpc::blocking;
 
 /// How long CreateSnapshot waits for its copy before answering
@@ -41,24 +45,60 @@ const SNAPSHOTTER_PREFIX: &str = "csi.storage.k8s.io/";
 /// VolumeSnapshotClass parameters a local snapshot understands: none yet.
 const KNOWN_PARAMETERS: &[&str] = &[];
 
-/// `Backend::kind` of the local backend, the one with snapshots.
+/// `Backend::kind` of the backends with snapshots.
 const LOCAL: &str = "local";
+const NFS: &str = "nfs";
 
-/// Controller capabilities a driver serving local volumes adds.
-pub const CAPABILITIES: &[RpcType] = &[
-    RpcType::CreateDeleteSnapshot,
-    RpcType::ListSnapshots,
-    RpcType::GetSnapshot,
-    RpcType::CloneVolume,
-];
+/// Controller capabilities for snapshots and clones. ListSnapshots only
+/// with local volumes: NFS snapshots live on whatever exports StorageClasses
+/// name, which the driver cannot enumerate (it still finds one by id).
+pub fn capabilities(driver: &Driver) -> Vec<RpcType> {
+    let mut rpcs = vec![
+        RpcType::CreateDeleteSnapshot,
+        RpcType::GetSnapshot,
+        RpcType::CloneVolume,
+    ];
+    if driver.backends.local.is_some() {
+        rpcs.push(RpcType::ListSnapshots);
+    }
+    rpcs
+}
 
-/// The local backend; snapshot calls are not offered without it.
+/// The local backend, for local snapshots.
 fn local(driver: &Driver) -> Result<Arc<LocalBackend>> {
     driver.backends.local.clone().ok_or_else(|| {
-        Error::Unimplemented(
-            "snapshots are taken of local volumes, which this cairn-csi does not serve".into(),
+        Error::FailedPrecondition(
+            "this cairn-csi does not serve local volumes or their snapshots (see --backends)"
+                .into(),
         )
     })
+}
+
+/// The NFS backend, for NFS snapshots.
+fn nfs(driver: &Driver) -> Result<Arc<NfsBackend>> {
+    driver.backends.nfs.clone().ok_or_else(|| {
+        Error::FailedPrecondition(
+            "this cairn-csi does not serve NFS volumes or their snapshots (see --backends)".into(),
+        )
+    })
+}
+
+fn timestamp(seconds: u64, nanos: u32) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: i64::try_from(seconds).unwrap_or(i64::MAX),
+        nanos: i32::try_from(nanos).unwrap_or(0),
+    }
+}
+
+fn nfs_to_wire(id: &NfsSnapshotId, snapshot: NfsSnapshot) -> Snapshot {
+    Snapshot {
+        size_bytes: i64::try_from(snapshot.size_bytes).unwrap_or(i64::MAX),
+        snapshot_id: SnapshotId::Nfs(id.clone()).to_string(),
+        source_volume_id: snapshot.source,
+        creation_time: Some(timestamp(snapshot.created.0, snapshot.created.1)),
+        ready_to_use: true,
+        group_snapshot_id: String::new(),
+    }
 }
 
 fn to_wire(snapshot: backend::local::Snapshot) -> Snapshot {
@@ -70,10 +110,7 @@ fn to_wire(snapshot: backend::local::Snapshot) -> Snapshot {
         size_bytes: i64::try_from(snapshot.size_bytes).unwrap_or(i64::MAX),
         snapshot_id: snapshot.id.to_string(),
         source_volume_id: snapshot.source.to_string(),
-        creation_time: Some(prost_types::Timestamp {
-            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
-        }),
+        creation_time: Some(timestamp(since.as_secs(), since.subsec_nanos())),
         ready_to_use: snapshot.ready,
         group_snapshot_id: String::new(),
     }
@@ -105,12 +142,16 @@ pub async fn create(driver: &Driver, req: CreateSnapshotRequest) -> Result<Creat
     }
     let source = VolumeId::parse(&req.source_volume_id)?;
     check_parameters(&req.parameters)?;
-    let local = local(driver)?;
-    if let VolumeId::Nfs(_) = source {
-        return Err(Error::InvalidArgument(format!(
-            "volume {source} is an NFS volume; only local volumes can be snapshotted"
-        )));
+    if let VolumeId::Nfs(nfs_source) = &source {
+        let nfs = nfs(driver)?;
+        let id = NfsBackend::snapshot_id(nfs_source, &name)?;
+        let _guard = driver.locks.lock(&SnapshotId::Nfs(id).lock_key()).await;
+        let (id, snapshot) = blocking(move || nfs.create_snapshot(&source, &name)).await?;
+        return Ok(CreateSnapshotResponse {
+            snapshot: Some(nfs_to_wire(&id, snapshot)),
+        });
     }
+    let local = local(driver)?;
     let id = local.snapshot_id(name.key());
     let _guard = driver.locks.lock(&id.lock_key()).await;
     let state = {
@@ -142,8 +183,13 @@ pub async fn delete(driver: &Driver, req: DeleteSnapshotRequest) -> Result<Delet
         return Err(missing("snapshot_id"));
     }
     let id = SnapshotId::parse(&req.snapshot_id)?;
-    let local = local(driver)?;
     let _guard = driver.locks.lock(&id.lock_key()).await;
+    if let SnapshotId::Nfs(nfs_id) = id {
+        let nfs = nfs(driver)?;
+        blocking(move || nfs.delete_snapshot(&nfs_id)).await?;
+        return Ok(DeleteSnapshotResponse {});
+    }
+    let local = local(driver)?;
     if let Some(job) = local.snapshot_job(&id) {
         job.cancel();
         // Cancelled, failed or (having raced the cancel) finished: what is
@@ -160,16 +206,30 @@ pub async fn get(driver: &Driver, req: GetSnapshotRequest) -> Result<GetSnapshot
         return Err(missing("snapshot_id"));
     }
     let id = SnapshotId::parse(&req.snapshot_id)?;
-    let local = local(driver)?;
-    let snapshot = blocking(move || {
-        local
-            .snapshot(&id)?
-            .ok_or_else(|| Error::NotFound(format!("snapshot {id} does not exist")))
-    })
-    .await?;
+    let snapshot = find(driver, id.clone())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("snapshot {id} does not exist")))?;
     Ok(GetSnapshotResponse {
-        snapshot: Some(to_wire(snapshot)),
+        snapshot: Some(snapshot),
     })
+}
+
+/// The snapshot with this id, in wire form, if it exists.
+async fn find(driver: &Driver, id: SnapshotId) -> Result<Option<Snapshot>> {
+    match id {
+        SnapshotId::Nfs(nfs_id) => {
+            let nfs = nfs(driver)?;
+            let found = blocking(move || nfs.get_snapshot(&nfs_id).map(|s| (nfs_id, s))).await?;
+            Ok(match found {
+                (nfs_id, Some(snapshot)) => Some(nfs_to_wire(&nfs_id, snapshot)),
+                (_, None) => None,
+            })
+        }
+        SnapshotId::Local(_) => {
+            let local = local(driver)?;
+            Ok(blocking(move || local.snapshot(&id)).await?.map(to_wire))
+        }
+    }
 }
 
 /// ListSnapshots with pagination (the token is the last key returned) and
@@ -189,7 +249,6 @@ pub async fn list(driver: &Driver, req: ListSnapshotsRequest) -> Result<ListSnap
             ))
         })?)
     };
-    let local = local(driver)?;
     let source = if req.source_volume_id.is_empty() {
         None
     } else {
@@ -198,23 +257,35 @@ pub async fn list(driver: &Driver, req: ListSnapshotsRequest) -> Result<ListSnap
             Err(_) => return Ok(ListSnapshotsResponse::default()),
         }
     };
-    let entry = |snapshot| list_snapshots_response::Entry {
-        snapshot: Some(to_wire(snapshot)),
-    };
     if !req.snapshot_id.is_empty() {
         let Ok(id) = SnapshotId::parse(&req.snapshot_id) else {
             return Ok(ListSnapshotsResponse::default());
         };
-        let found = blocking(move || local.snapshot(&id)).await?;
+        let found = match find(driver, id).await {
+            Ok(found) => found,
+            // A backend this process does not serve holds nothing here.
+            Err(Error::FailedPrecondition(_)) => None,
+            Err(e) => return Err(e),
+        };
         return Ok(ListSnapshotsResponse {
             entries: found
-                .filter(|s| source.as_ref().is_none_or(|src| &s.source == src))
-                .map(entry)
+                .filter(|s| {
+                    source
+                        .as_ref()
+                        .is_none_or(|src| s.source_volume_id == src.to_string())
+                })
+                .map(|snapshot| list_snapshots_response::Entry {
+                    snapshot: Some(snapshot),
+                })
                 .into_iter()
                 .collect(),
             next_token: String::new(),
         });
     }
+    let entry = |snapshot| list_snapshots_response::Entry {
+        snapshot: Some(to_wire(snapshot)),
+    };
+    let local = local(driver)?;
     let page = blocking(move || local.list_snapshots(after.as_ref(), max, source.as_ref())).await?;
     Ok(ListSnapshotsResponse {
         entries: page.snapshots.into_iter().map(entry).collect(),
@@ -234,7 +305,7 @@ pub fn content_source(
     let Some(wire) = wire else {
         return Ok(None);
     };
-    if backend.kind() != LOCAL {
+    if backend.kind() != LOCAL && backend.kind() != NFS {
         return Err(Error::InvalidArgument(format!(
             "{} volumes cannot be created from a snapshot or another volume",
             backend.kind()
@@ -243,27 +314,39 @@ pub fn content_source(
     let unknown = |what: &str, id: &str, e: Error| {
         Error::NotFound(format!("{what} {id:?} does not exist: {e}"))
     };
-    match &wire.r#type {
-        None => Err(Error::InvalidArgument(
-            "volume_content_source names neither a snapshot nor a volume".into(),
-        )),
+    let source = match &wire.r#type {
+        None => {
+            return Err(Error::InvalidArgument(
+                "volume_content_source names neither a snapshot nor a volume".into(),
+            ))
+        }
         Some(SourceType::Snapshot(SnapshotSource { snapshot_id })) => {
             if snapshot_id.is_empty() {
                 return Err(missing("volume_content_source.snapshot.snapshot_id"));
             }
             SnapshotId::parse(snapshot_id)
-                .map(|id| Some(ContentSource::Snapshot(id)))
-                .map_err(|e| unknown("snapshot", snapshot_id, e))
+                .map(ContentSource::Snapshot)
+                .map_err(|e| unknown("snapshot", snapshot_id, e))?
         }
         Some(SourceType::Volume(VolumeSource { volume_id })) => {
             if volume_id.is_empty() {
                 return Err(missing("volume_content_source.volume.volume_id"));
             }
             VolumeId::parse(volume_id)
-                .map(|id| Some(ContentSource::Volume(id)))
-                .map_err(|e| unknown("volume", volume_id, e))
+                .map(ContentSource::Volume)
+                .map_err(|e| unknown("volume", volume_id, e))?
         }
+    };
+    // Copies stay on their backend: a local snapshot cannot fill an export,
+    // nor an NFS one a node's disk (the spec's "unsupported source").
+    let source_is_nfs = nfs_source(&source).is_some();
+    if source_is_nfs != (backend.kind() == NFS) {
+        return Err(Error::InvalidArgument(format!(
+            "{} volumes cannot be created from {source}: it lives on the other backend",
+            backend.kind()
+        )));
     }
+    Ok(Some(source))
 }
 
 /// The wire form of a content source, for CreateVolume's answer.
@@ -289,6 +372,10 @@ pub async fn create_volume_from(
     request: NewVolume,
     source: &ContentSource,
 ) -> Result<backend::Volume> {
+    if let Some(nfs_source) = nfs_source(source) {
+        let nfs = nfs(driver)?;
+        return blocking(move || nfs.create_with(&request, Some(&nfs_source))).await;
+    }
     let local = local(driver)?;
     let state = {
         let (local, source) = (local.clone(), source.clone());
@@ -300,6 +387,15 @@ pub async fn create_volume_from(
         RestoreState::New(plan) => local.start_restore(plan),
     };
     job.wait().await
+}
+
+/// The NFS form of a content source, when it names an NFS snapshot or volume.
+fn nfs_source(source: &ContentSource) -> Option<NfsSource> {
+    match source {
+        ContentSource::Snapshot(SnapshotId::Nfs(id)) => Some(NfsSource::Snapshot(id.clone())),
+        ContentSource::Volume(VolumeId::Nfs(id)) => Some(NfsSource::Volume(id.clone())),
+        _ => None,
+    }
 }
 
 /// Stops a restore still running for `id` (DeleteVolume of a volume whose
@@ -322,22 +418,28 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_source_for_an_nfs_volume_is_unsupported_whatever_its_id() {
+    async fn an_nfs_volume_takes_only_nfs_sources() {
         let nfs = crate::backend::nfs::NfsBackend::new(
             Duration::from_secs(1),
             Duration::from_secs(1),
             1 << 20,
             tokio::runtime::Handle::current(),
         );
-        for id in ["sanity-no-such-snapshot", "snap:node-a:s1"] {
-            let wire = VolumeContentSource {
-                r#type: Some(SourceType::Snapshot(SnapshotSource {
-                    snapshot_id: id.into(),
-                })),
-            };
-            let err = content_source(Some(&wire), &nfs).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{id}: {err}");
-        }
+        let snap = |id: &str| VolumeContentSource {
+            r#type: Some(SourceType::Snapshot(SnapshotSource {
+                snapshot_id: id.into(),
+            })),
+        };
+        let code = |id: &str| content_source(Some(&snap(id)), &nfs).unwrap_err().code();
+        assert_eq!(code("sanity-no-such-snapshot"), tonic::Code::NotFound);
+        assert_eq!(code("snap:node-a:s1"), tonic::Code::InvalidArgument);
+        let ok = content_source(Some(&snap("nfs-snap:2049:127.0.0.1#/export#s1")), &nfs)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            source_to_wire(&ok),
+            snap("nfs-snap:2049:127.0.0.1#/export#s1")
+        );
     }
 
     #[test]

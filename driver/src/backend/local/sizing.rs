@@ -243,6 +243,7 @@ mod tests {
                 },
                 parameters: Default::default(),
                 mount_flags: Vec::new(),
+                access: crate::backend::AccessKind::Mount,
             },
         )
         .unwrap();

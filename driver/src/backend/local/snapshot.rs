@@ -265,7 +265,7 @@ impl LocalBackend {
     fn own_snapshot<'a>(&self, id: &'a SnapshotId) -> Option<&'a LocalSnapshotId> {
         match id {
             SnapshotId::Local(local) if local.node == self.node => Some(local),
-            SnapshotId::Local(_) => None,
+            SnapshotId::Local(_) | SnapshotId::Nfs(_) => None,
         }
     }
 
@@ -532,7 +532,11 @@ impl LocalBackend {
         };
         let (source_dir, payload, kind, size) = match source {
             ContentSource::Snapshot(id) => {
-                let SnapshotId::Local(local) = id;
+                let SnapshotId::Local(local) = id else {
+                    return Err(Error::InvalidArgument(format!(
+                        "snapshot {id} is on an NFS export; a local volume cannot be restored from it"
+                    )));
+                };
                 if local.node != self.node {
                     return Err(elsewhere(format!("snapshot {id}"), &local.node));
                 }

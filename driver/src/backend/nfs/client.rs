@@ -13,10 +13,28 @@ use nfs_rs::{Mount, NfsError};
 use crate::error::{Error, Result};
 use crate::ids::{NfsServer, SharePath};
 
-/// Directory entries' type in NFSv3 and NFSv4 attributes.
+/// Object types in NFSv3 and NFSv4 attributes (ftype3 / nfs_ftype4 agree).
+const TYPE_REGULAR: u32 = 1;
 const TYPE_DIRECTORY: u32 = 2;
+const TYPE_SYMLINK: u32 = 5;
+/// Bytes gathered before one committed write while copying a file.
+const COPY_CHUNK: usize = 4 << 20;
 /// The largest record file we ever read.
 const MAX_RECORD: u32 = 64 * 1024;
+
+/// What [`Share::copy_tree`] copied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CopyCount {
+    pub files: u64,
+    /// Devices, fifos and sockets, which a copy over NFS cannot recreate.
+    pub skipped: u64,
+}
+
+struct Entry {
+    name: String,
+    kind: u32,
+    mode: u32,
+}
 
 /// An open connection to one share.
 pub struct Share {
@@ -225,6 +243,118 @@ impl Share {
                 .as_ref()
                 .is_some_and(|a| a.type_ == TYPE_DIRECTORY);
             entries.push((entry.file_name, is_dir));
+        }
+        Ok(entries)
+    }
+
+    /// Copies the tree at `from` to `to` (which must not exist) on this
+    /// share, through this client: directories, regular files and symlinks
+    /// with their permission bits. Symlinks are copied as links, never
+    /// followed, so a volume cannot make the copy read outside itself.
+    /// Returns how many entries of other kinds (devices, fifos, sockets) were
+    /// left out.
+    pub async fn copy_tree(&self, from: &str, to: &str) -> Result<CopyCount> {
+        let mode = self
+            .call("getattr", self.mount.getattr_path(from))
+            .await?
+            .file_mode;
+        self.call("mkdir", self.mount.mkdir_path(to, mode & 0o7777))
+            .await?;
+        let mut count = CopyCount::default();
+        // An explicit stack: a deep tree cannot overflow ours.
+        let mut pending = vec![(from.to_string(), to.to_string())];
+        while let Some((src_dir, dst_dir)) = pending.pop() {
+            for entry in self.entries(&src_dir).await? {
+                let src = format!("{src_dir}/{}", entry.name);
+                let dst = format!("{dst_dir}/{}", entry.name);
+                match entry.kind {
+                    TYPE_DIRECTORY => {
+                        self.call("mkdir", self.mount.mkdir_path(&dst, entry.mode))
+                            .await?;
+                        pending.push((src, dst));
+                    }
+                    TYPE_REGULAR => {
+                        self.copy_file(&src, &dst, entry.mode).await?;
+                        count.files += 1;
+                    }
+                    TYPE_SYMLINK => {
+                        let target = self
+                            .call("readlink", self.mount.readlink_path(&src))
+                            .await?;
+                        self.call("symlink", self.mount.symlink_path(&target, &dst))
+                            .await?;
+                    }
+                    _ => count.skipped += 1,
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    async fn copy_file(&self, from: &str, to: &str, mode: u32) -> Result<()> {
+        let source = self.call("lookup", self.mount.lookup_path(from)).await?;
+        let target = self
+            .call("create", self.mount.create_path(to, Some(mode)))
+            .await?;
+        let read_size = self.mount.get_max_read_size().max(4096);
+        let mut offset = 0u64;
+        let mut written = 0u64;
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            let chunk = self
+                .call(
+                    "read",
+                    self.mount.read(source.fh.clone(), offset, read_size),
+                )
+                .await?;
+            let done = chunk.is_empty();
+            offset += chunk.len() as u64;
+            buffer.extend_from_slice(&chunk);
+            if done || buffer.len() >= COPY_CHUNK {
+                let data = Bytes::from(std::mem::take(&mut buffer));
+                let len = data.len() as u64;
+                if len > 0 {
+                    self.call(
+                        "write",
+                        nfs_rs::write_all(&*self.mount, target.fh.clone(), written, data),
+                    )
+                    .await?;
+                    written += len;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        let _ = self.mount.close(target.fh).await;
+        Ok(())
+    }
+
+    /// Entries of `dir` with type and permission bits (`.`/`..` left out).
+    async fn entries(&self, dir: &str) -> Result<Vec<Entry>> {
+        use futures_util::StreamExt;
+        let mut stream = match self.mount.readdirplus_path(dir).await {
+            Ok(stream) => stream,
+            Err(e) => return Err(map_error(&self.label, &format!("readdir {dir}"), e)),
+        };
+        let mut entries = Vec::new();
+        while let Some(entry) = stream.next().await {
+            let entry = entry.map_err(|e| map_error(&self.label, &format!("readdir {dir}"), e))?;
+            if entry.file_name == "." || entry.file_name == ".." {
+                continue;
+            }
+            let attr = match entry.attr {
+                Some(attr) => attr,
+                None => {
+                    let path = format!("{dir}/{}", entry.file_name);
+                    self.call("getattr", self.mount.getattr_path(&path)).await?
+                }
+            };
+            entries.push(Entry {
+                name: entry.file_name,
+                kind: attr.type_,
+                mode: attr.file_mode & 0o7777,
+            });
         }
         Ok(entries)
     }

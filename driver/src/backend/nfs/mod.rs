@@ -9,6 +9,7 @@
 
 mod client;
 pub mod params;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ struct Record {
     capacity_bytes: u64,
     #[serde(default)]
     parameters: BTreeMap<String, String>,
+    /// The snapshot or volume it was filled from (restore, clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
 }
 
 pub struct NfsBackend {
@@ -60,7 +64,7 @@ fn nfs_id(id: &VolumeId) -> Result<&NfsVolumeId> {
 }
 
 /// Where a volume's record lives: beside its directory.
-fn record_paths(sub_dir: &SubDir) -> (String, String) {
+pub(super) fn record_paths(sub_dir: &SubDir) -> (String, String) {
     let (parent, leaf) = match sub_dir.as_str().rsplit_once('/') {
         Some((parent, leaf)) => (format!("{parent}/"), leaf),
         None => (String::new(), sub_dir.as_str()),
@@ -145,6 +149,86 @@ impl NfsBackend {
         }
     }
 
+    /// CreateVolume, with the new directory filled from `source` (a
+    /// snapshot or another volume on the same share) when one is given.
+    pub fn create_with(
+        &self,
+        request: &NewVolume,
+        source: Option<&snapshot::NfsSource>,
+    ) -> Result<Volume> {
+        let class = NfsClass::parse(&request.parameters)?;
+        let sub_dir = class.sub_dir(&request.name, &request.parameters)?;
+        let options = ClientOptions::from_mount_flags(&request.mount_flags)?;
+        let id = NfsVolumeId {
+            server: class.server.clone(),
+            port: options.port,
+            share: class.share.clone(),
+            subdir: sub_dir,
+            on_delete: class.on_delete,
+        };
+        let id_text = VolumeId::Nfs(id.clone()).to_string();
+        if id_text.len() > MAX_ID_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "server, share and subDir make a {}-byte volume id; CSI allows {MAX_ID_LEN}: shorten them",
+                id_text.len()
+            )));
+        }
+        self.with_volume_share(&id, &request.mount_flags, async |share| {
+            if let Some(existing) = self.read_record(share, &id).await? {
+                let conflict = |why: &str| {
+                    Error::AlreadyExists(format!(
+                        "NFS directory {} already belongs to a volume with {why}",
+                        id.subdir.as_str()
+                    ))
+                };
+                if existing.name != request.name.as_str() {
+                    return Err(conflict(&format!("another name ({:?})", existing.name)));
+                }
+                if !request.capacity.admits(existing.capacity_bytes) {
+                    return Err(conflict("a capacity outside the requested range"));
+                }
+                if existing.parameters != request.parameters {
+                    return Err(conflict("other parameters"));
+                }
+                if existing.source != source.map(ToString::to_string) {
+                    return Err(conflict("another content source"));
+                }
+                if source.is_some() {
+                    // Left when a restore stopped between record and cleanup.
+                    self.forget_restore(share, &id).await?;
+                }
+                return Ok(Self::to_volume(&id, existing));
+            }
+            // NFS cannot enforce a size per directory: the request is
+            // recorded and reported, not enforced.
+            let capacity = match source {
+                Some(source) => {
+                    self.restore_into(share, source, &id, request, class.mode)
+                        .await?
+                }
+                None => {
+                    let capacity = request.capacity.choose(self.default_size, u64::MAX)?;
+                    share.mkdir_all(id.subdir.as_str(), class.mode).await?;
+                    capacity
+                }
+            };
+            let record = Record {
+                name: request.name.as_str().to_string(),
+                capacity_bytes: capacity,
+                parameters: request.parameters.clone(),
+                source: source.map(ToString::to_string),
+            };
+            let bytes = serde_json::to_vec(&record)
+                .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+            let (path, temp) = record_paths(&id.subdir);
+            share.write_atomic(&path, &temp, bytes).await?;
+            if source.is_some() {
+                self.forget_restore(share, &id).await?;
+            }
+            Ok(Self::to_volume(&id, record))
+        })
+    }
+
     /// The kernel's view of the volume: `server:/share/subdir`.
     fn mount_source(id: &NfsVolumeId) -> String {
         let share = id.share.as_str().trim_end_matches('/');
@@ -200,57 +284,7 @@ impl Backend for NfsBackend {
     }
 
     fn create(&self, request: &NewVolume) -> Result<Volume> {
-        let class = NfsClass::parse(&request.parameters)?;
-        let sub_dir = class.sub_dir(&request.name, &request.parameters)?;
-        let options = ClientOptions::from_mount_flags(&request.mount_flags)?;
-        let id = NfsVolumeId {
-            server: class.server.clone(),
-            port: options.port,
-            share: class.share.clone(),
-            subdir: sub_dir,
-            on_delete: class.on_delete,
-        };
-        let id_text = VolumeId::Nfs(id.clone()).to_string();
-        if id_text.len() > MAX_ID_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "server, share and subDir make a {}-byte volume id; CSI allows {MAX_ID_LEN}: shorten them",
-                id_text.len()
-            )));
-        }
-        self.with_volume_share(&id, &request.mount_flags, async |share| {
-            if let Some(existing) = self.read_record(share, &id).await? {
-                let conflict = |why: &str| {
-                    Error::AlreadyExists(format!(
-                        "NFS directory {} already belongs to a volume with {why}",
-                        id.subdir.as_str()
-                    ))
-                };
-                if existing.name != request.name.as_str() {
-                    return Err(conflict(&format!("another name ({:?})", existing.name)));
-                }
-                if !request.capacity.admits(existing.capacity_bytes) {
-                    return Err(conflict("a capacity outside the requested range"));
-                }
-                if existing.parameters != request.parameters {
-                    return Err(conflict("other parameters"));
-                }
-                return Ok(Self::to_volume(&id, existing));
-            }
-            // NFS cannot enforce a size per directory: the request is
-            // recorded and reported, not enforced.
-            let capacity = request.capacity.choose(self.default_size, u64::MAX)?;
-            share.mkdir_all(id.subdir.as_str(), class.mode).await?;
-            let record = Record {
-                name: request.name.as_str().to_string(),
-                capacity_bytes: capacity,
-                parameters: request.parameters.clone(),
-            };
-            let bytes = serde_json::to_vec(&record)
-                .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
-            let (path, temp) = record_paths(&id.subdir);
-            share.write_atomic(&path, &temp, bytes).await?;
-            Ok(Self::to_volume(&id, record))
-        })
+        self.create_with(request, None)
     }
 
     fn delete(&self, id: &VolumeId) -> Result<()> {

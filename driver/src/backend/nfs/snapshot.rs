@@ -1,0 +1,284 @@
+//! NFS snapshots: a copy of the volume's directory on the same export,
+//! made through the controller's userspace client (NFS has no snapshot
+//! operation of its own, and the controller never mounts).
+//!
+//! Layout on the share (names starting with '.' are never volume dirs):
+//! ```text
+//! .cairn-snapshots/<leaf>/              the copy
+//! .cairn-snapshots/.<leaf>.cairn.json   its record: the commit point
+//! .cairn-snapshots/.<leaf>.partial/     a copy in progress
+//! ```
+//! A snapshot exists exactly when its record does. The copy is made under
+//! `.partial`, renamed into place, and only then recorded; a crash at any
+//! point leaves no record, and the retry clears what the crash left and
+//! starts over.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::client::Share;
+use super::{nfs_id, NfsBackend};
+use crate::backend::NewVolume;
+use crate::error::{Error, Result};
+use crate::ids::{NfsSnapshotId, NfsVolumeId, VolumeId, VolumeName, MAX_ID_LEN};
+
+/// The directory on the share that holds every snapshot.
+const SNAPSHOTS_DIR: &str = ".cairn-snapshots";
+/// Marks a restored volume's directory until its record is written.
+const RESTORE_MARKER: &str = ".cairn-restoring";
+
+/// Where a snapshot's parts live on its share.
+trait Paths {
+    fn dir(&self) -> String;
+    fn record(&self) -> String;
+    fn partial(&self) -> String;
+}
+
+impl Paths for NfsSnapshotId {
+    fn dir(&self) -> String {
+        format!("{SNAPSHOTS_DIR}/{}", self.leaf)
+    }
+
+    fn record(&self) -> String {
+        format!("{SNAPSHOTS_DIR}/.{}.cairn.json", self.leaf)
+    }
+
+    fn partial(&self) -> String {
+        format!("{SNAPSHOTS_DIR}/.{}.partial", self.leaf)
+    }
+}
+
+/// What a snapshot's record holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NfsSnapshot {
+    pub name: String,
+    /// The source volume's id.
+    pub source: String,
+    pub size_bytes: u64,
+    /// Seconds and nanoseconds since the epoch when the copy completed.
+    pub created: (u64, u32),
+}
+
+fn now() -> (u64, u32) {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos()))
+}
+
+async fn read_snapshot(share: &Share, id: &NfsSnapshotId) -> Result<Option<NfsSnapshot>> {
+    match share.read_small(&id.record()).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("corrupt snapshot record {}: {e}", id.record()))),
+    }
+}
+
+impl NfsBackend {
+    /// The id a snapshot named `name` of `source` gets.
+    pub fn snapshot_id(source: &NfsVolumeId, name: &VolumeName) -> Result<NfsSnapshotId> {
+        let id = NfsSnapshotId {
+            server: source.server.clone(),
+            port: source.port,
+            share: source.share.clone(),
+            leaf: name.short_dir_name(),
+        };
+        if id.to_string().len() > MAX_ID_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "server and share make a snapshot id over {MAX_ID_LEN} bytes"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Copies `source` into a snapshot named `name`; idempotent on name.
+    pub fn create_snapshot(
+        &self,
+        source: &VolumeId,
+        name: &VolumeName,
+    ) -> Result<(NfsSnapshotId, NfsSnapshot)> {
+        let volume = nfs_id(source)?;
+        let id = Self::snapshot_id(volume, name)?;
+        self.with_volume_share(volume, &[], async |share| {
+            if let Some(existing) = read_snapshot(share, &id).await? {
+                if existing.name != name.as_str() || existing.source != source.to_string() {
+                    return Err(Error::AlreadyExists(format!(
+                        "snapshot {:?} already exists for volume {}",
+                        existing.name, existing.source
+                    )));
+                }
+                return Ok((id, existing));
+            }
+            let record = self
+                .read_record(share, volume)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("source volume {source} does not exist")))?;
+            share.mkdir_all(SNAPSHOTS_DIR, 0o700).await?;
+            // Whatever an interrupted attempt left; nothing was reported of it.
+            share.remove_tree(&id.partial()).await?;
+            share.remove_tree(&id.dir()).await?;
+            let copied = share
+                .copy_tree(volume.subdir.as_str(), &id.partial())
+                .await?;
+            if copied.skipped > 0 {
+                tracing::warn!(volume = %source, skipped = copied.skipped,
+                    "devices, fifos and sockets are not copied into NFS snapshots");
+            }
+            share.rename(&id.partial(), &id.dir()).await?;
+            let snapshot = NfsSnapshot {
+                name: name.as_str().to_string(),
+                source: source.to_string(),
+                size_bytes: record.capacity_bytes,
+                created: now(),
+            };
+            let bytes = serde_json::to_vec(&snapshot)
+                .map_err(|e| Error::Internal(format!("encode snapshot record: {e}")))?;
+            let temp = format!("{}.tmp-{}", id.record(), std::process::id());
+            share.write_atomic(&id.record(), &temp, bytes).await?;
+            Ok((id, snapshot))
+        })
+    }
+
+    /// Deletes a snapshot; an unknown one is already deleted.
+    pub fn delete_snapshot(&self, id: &NfsSnapshotId) -> Result<()> {
+        self.with_share(&id.server, id.port, &id.share, &[], async |share| {
+            // Record first: from here on the snapshot does not exist, and a
+            // retry still removes what is left of the copy.
+            share.remove_file(&id.record()).await?;
+            share.remove_tree(&id.dir()).await?;
+            share.remove_tree(&id.partial()).await
+        })
+    }
+
+    pub fn get_snapshot(&self, id: &NfsSnapshotId) -> Result<Option<NfsSnapshot>> {
+        self.with_share(&id.server, id.port, &id.share, &[], async |share| {
+            read_snapshot(share, id).await
+        })
+    }
+
+    /// Fills the new volume `target` with a copy of `source` on the same
+    /// share and returns the volume's size (at least the source's). The
+    /// copy is made under `.<leaf>.restoring` beside the volume's directory
+    /// and renamed into place with a marker naming the volume, which stays
+    /// until the caller has written the volume's record: a restore that
+    /// crashed before its record is recognised and redone, while a
+    /// directory that is not ours is never written over.
+    pub(super) async fn restore_into(
+        &self,
+        share: &Share,
+        source: &NfsSource,
+        target: &NfsVolumeId,
+        request: &NewVolume,
+        mode: u32,
+    ) -> Result<u64> {
+        if !source.same_share(target) {
+            return Err(Error::InvalidArgument(format!(
+                "{source} is on another NFS share than the new volume; \
+                 a copy through the client stays on one share"
+            )));
+        }
+        let (from, size) = match source {
+            NfsSource::Snapshot(snap) => {
+                let record = read_snapshot(share, snap)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("snapshot {snap} does not exist")))?;
+                (snap.dir(), record.size_bytes)
+            }
+            NfsSource::Volume(volume) => {
+                let record = self.read_record(share, volume).await?.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "source volume {} does not exist",
+                        VolumeId::Nfs(volume.clone())
+                    ))
+                })?;
+                (volume.subdir.as_str().to_string(), record.capacity_bytes)
+            }
+        };
+        let range = request.capacity;
+        if range.limit.is_some_and(|limit| limit < size) {
+            return Err(Error::OutOfRange(format!(
+                "{source} holds {size} bytes; the requested limit is smaller"
+            )));
+        }
+        // The source's size unless more is asked for.
+        let capacity = match range.required.max(size) {
+            0 => range.choose(self.default_size, u64::MAX)?,
+            bytes => bytes,
+        };
+        let dir = target.subdir.as_str();
+        let marker = format!("{dir}/{RESTORE_MARKER}");
+        if share.exists(dir).await? {
+            match share.read_small(&marker).await? {
+                Some(owner) if owner == request.name.as_str().as_bytes() => {
+                    share.remove_tree(dir).await?
+                }
+                _ => {
+                    return Err(Error::AlreadyExists(format!(
+                        "directory {dir} already exists on the export without a Cairn record; \
+                         a restore does not write over it"
+                    )))
+                }
+            }
+        }
+        let (parent, leaf) = match dir.rsplit_once('/') {
+            Some((parent, leaf)) => (format!("{parent}/"), leaf),
+            None => (String::new(), dir),
+        };
+        if !parent.is_empty() {
+            share.mkdir_all(parent.trim_end_matches('/'), mode).await?;
+        }
+        let partial = format!("{parent}.{leaf}.restoring");
+        share.remove_tree(&partial).await?;
+        let copied = share.copy_tree(&from, &partial).await?;
+        if copied.skipped > 0 {
+            tracing::warn!(source = %source, skipped = copied.skipped,
+                "devices, fifos and sockets are not copied between NFS volumes");
+        }
+        let partial_marker = format!("{partial}/{RESTORE_MARKER}");
+        share
+            .write_atomic(
+                &partial_marker,
+                &format!("{partial_marker}.tmp"),
+                request.name.as_str().as_bytes().to_vec(),
+            )
+            .await?;
+        share.rename(&partial, dir).await?;
+        Ok(capacity)
+    }
+
+    /// Removes a restored volume's marker once its record is written.
+    pub(super) async fn forget_restore(&self, share: &Share, target: &NfsVolumeId) -> Result<()> {
+        share
+            .remove_file(&format!("{}/{RESTORE_MARKER}", target.subdir.as_str()))
+            .await
+    }
+}
+
+/// Where a new NFS volume's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NfsSource {
+    Snapshot(NfsSnapshotId),
+    Volume(NfsVolumeId),
+}
+
+impl std::fmt::Display for NfsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NfsSource::Snapshot(id) => id.fmt(f),
+            NfsSource::Volume(id) => VolumeId::Nfs(id.clone()).fmt(f),
+        }
+    }
+}
+
+impl NfsSource {
+    /// Whether the source lives on the same export as `target` (a copy
+    /// through the client cannot cross servers).
+    pub fn same_share(&self, target: &NfsVolumeId) -> bool {
+        let (server, port, share) = match self {
+            NfsSource::Snapshot(s) => (&s.server, s.port, &s.share),
+            NfsSource::Volume(v) => (&v.server, v.port, &v.share),
+        };
+        server == &target.server && port == target.port && share == &target.share
+    }
+}

@@ -1,0 +1,210 @@
+//! NFS snapshots, restores and clones against a real NFS server
+//! (nfs-ganesha on 127.0.0.1): copies made on the export through the
+//! controller's userspace client, with no mounts on this machine.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use cairn_harness::{require, require_nfs_lab, Ganesha};
+use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use cairn_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
+use cairn_proto::v1::*;
+use common::*;
+use tonic::Code;
+
+fn nfs_request(name: &str, port: u16) -> CreateVolumeRequest {
+    let mut req = create_request(name, 5 << 20);
+    req.parameters.insert("server".into(), "127.0.0.1".into());
+    req.parameters.insert("share".into(), "/export".into());
+    req.volume_capabilities = vec![VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            mount_flags: vec![format!("port={port}"), "nfsvers=4.1".into()],
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::MultiNodeMultiWriter as i32,
+        }),
+    }];
+    req
+}
+
+fn from_snapshot(mut req: CreateVolumeRequest, snapshot_id: &str) -> CreateVolumeRequest {
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(SourceType::Snapshot(SnapshotSource {
+            snapshot_id: snapshot_id.into(),
+        })),
+    });
+    req
+}
+
+fn from_volume(mut req: CreateVolumeRequest, volume_id: &str) -> CreateVolumeRequest {
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(SourceType::Volume(VolumeSource {
+            volume_id: volume_id.into(),
+        })),
+    });
+    req
+}
+
+fn snapshot_request(name: &str, source: &str) -> CreateSnapshotRequest {
+    CreateSnapshotRequest {
+        source_volume_id: source.into(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+/// A small tree with what a copy can get wrong: nesting, modes, a symlink
+/// pointing outside the volume (must stay a link), an empty file.
+fn write_tree(dir: &Path, content: &str) {
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    std::fs::write(dir.join("a/b/file"), content).unwrap();
+    std::fs::write(dir.join("empty"), b"").unwrap();
+    let private = dir.join("private");
+    std::fs::write(&private, b"secret").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("escape")).unwrap();
+}
+
+fn assert_tree(dir: &Path, content: &str) {
+    assert_eq!(
+        std::fs::read_to_string(dir.join("a/b/file")).unwrap(),
+        content
+    );
+    assert_eq!(std::fs::read(dir.join("empty")).unwrap(), b"");
+    let private = std::fs::metadata(dir.join("private")).unwrap();
+    assert_eq!(private.permissions().mode() & 0o7777, 0o640);
+    let escape = dir.join("escape");
+    assert!(std::fs::symlink_metadata(&escape)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_link(&escape).unwrap(),
+        Path::new("/etc/passwd")
+    );
+}
+
+#[tokio::test]
+async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+
+    let source = create(&mut c, nfs_request("pvc-src", port)).await;
+    write_tree(&export.join("pvc-src"), "before");
+
+    let snapshot = c
+        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(snapshot.ready_to_use);
+    assert_eq!(snapshot.source_volume_id, source.volume_id);
+    assert_eq!(snapshot.size_bytes, 5 << 20);
+    assert_eq!(
+        snapshot.snapshot_id,
+        format!("nfs-snap:{port}:127.0.0.1#/export#snap-1")
+    );
+    assert_tree(&export.join(".cairn-snapshots/snap-1"), "before");
+
+    // Idempotent on name; the same name for another volume is a conflict.
+    let again = c
+        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(again, snapshot);
+    let other = create(&mut c, nfs_request("pvc-other", port)).await;
+    assert_code(
+        c.create_snapshot(snapshot_request("snap-1", &other.volume_id))
+            .await,
+        Code::AlreadyExists,
+    );
+
+    // The snapshot keeps the content of its moment.
+    std::fs::write(export.join("pvc-src/a/b/file"), "after").unwrap();
+    let restored = create(
+        &mut c,
+        from_snapshot(nfs_request("pvc-restored", port), &snapshot.snapshot_id),
+    )
+    .await;
+    assert!(restored.content_source.is_some());
+    assert_tree(&export.join("pvc-restored"), "before");
+    let cloned = create(
+        &mut c,
+        from_volume(nfs_request("pvc-clone", port), &source.volume_id),
+    )
+    .await;
+    assert_tree(&export.join("pvc-clone"), "after");
+
+    // Deleting the source leaves the snapshot whole: it is an independent copy.
+    c.delete_volume(DeleteVolumeRequest {
+        volume_id: source.volume_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let got = c
+        .get_snapshot(GetSnapshotRequest {
+            snapshot_id: snapshot.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.snapshot.unwrap().snapshot_id, snapshot.snapshot_id);
+
+    let delete = DeleteSnapshotRequest {
+        snapshot_id: snapshot.snapshot_id.clone(),
+        ..Default::default()
+    };
+    c.delete_snapshot(delete.clone()).await.unwrap();
+    c.delete_snapshot(delete).await.unwrap();
+    assert!(!export.join(".cairn-snapshots/snap-1").exists());
+    assert!(!export.join(".cairn-snapshots/.snap-1.cairn.json").exists());
+    assert_code(
+        c.create_volume(from_snapshot(
+            nfs_request("pvc-late", port),
+            &snapshot.snapshot_id,
+        ))
+        .await,
+        Code::NotFound,
+    );
+    assert!(!export.join("pvc-late").exists());
+    assert_code(
+        c.get_snapshot(GetSnapshotRequest {
+            snapshot_id: snapshot.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::NotFound,
+    );
+
+    // Hostile snapshot ids never reach the export.
+    for bad in [
+        format!("nfs-snap:{port}:127.0.0.1#/export#../pvc-clone"),
+        format!("nfs-snap:{port}:127.0.0.1#/export#a/b"),
+        format!("nfs-snap:{port}:127.0.0.1#/../etc#x"),
+    ] {
+        assert_code(
+            c.delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: bad.clone(),
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+        );
+    }
+    assert_tree(&export.join("pvc-clone"), "after");
+    assert!(cloned.content_source.is_some());
+}
