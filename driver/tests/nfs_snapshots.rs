@@ -208,3 +208,80 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
     assert_tree(&export.join("pvc-clone"), "after");
     assert!(cloned.content_source.is_some());
 }
+
+/// What a controller killed in the middle of a restore leaves on the export,
+/// laid down by hand: the retry converges, and DeleteVolume of a restore
+/// never retried leaves nothing behind.
+#[tokio::test]
+async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+
+    let source = create(&mut c, nfs_request("pvc-src", port)).await;
+    write_tree(&export.join("pvc-src"), "snapped");
+    let snapshot = c
+        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+        .into_inner()
+        .snapshot
+        .unwrap();
+
+    // Killed mid-copy: a half copy under the restoring name.
+    std::fs::create_dir_all(export.join(".pvc-a.restoring/a")).unwrap();
+    std::fs::write(export.join(".pvc-a.restoring/half"), "junk").unwrap();
+    // Killed after the rename, before the record: the marker names the volume.
+    std::fs::create_dir_all(export.join("pvc-b")).unwrap();
+    std::fs::write(export.join("pvc-b/.cairn-restoring"), "pvc-b").unwrap();
+    std::fs::write(export.join("pvc-b/half"), "junk").unwrap();
+    for name in ["pvc-a", "pvc-b"] {
+        let v = create(
+            &mut c,
+            from_snapshot(nfs_request(name, port), &snapshot.snapshot_id),
+        )
+        .await;
+        assert_tree(&export.join(name), "snapped");
+        assert!(!export.join(name).join("half").exists(), "{name}");
+        assert!(
+            !export.join(name).join(".cairn-restoring").exists(),
+            "{name}"
+        );
+        assert!(
+            !export.join(format!(".{name}.restoring")).exists(),
+            "{name}"
+        );
+        assert_eq!(v.capacity_bytes, 5 << 20);
+    }
+
+    // A directory that some other writer owns is never written over.
+    std::fs::create_dir_all(export.join("pvc-foreign")).unwrap();
+    std::fs::write(export.join("pvc-foreign/data"), "theirs").unwrap();
+    assert_code(
+        c.create_volume(from_snapshot(
+            nfs_request("pvc-foreign", port),
+            &snapshot.snapshot_id,
+        ))
+        .await,
+        Code::AlreadyExists,
+    );
+    assert_eq!(
+        std::fs::read_to_string(export.join("pvc-foreign/data")).unwrap(),
+        "theirs"
+    );
+
+    // A restore abandoned mid-copy, then deleted by the provisioner.
+    std::fs::create_dir_all(export.join(".pvc-gone.restoring")).unwrap();
+    let gone_id = source.volume_id.replace("pvc-src", "pvc-gone");
+    c.delete_volume(DeleteVolumeRequest {
+        volume_id: gone_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!export.join(".pvc-gone.restoring").exists());
+    assert!(export.join("pvc-src").exists());
+}

@@ -299,6 +299,9 @@ impl Backend for NfsBackend {
                     share.rename(dir, &archived).await?;
                 }
             }
+            // A restore given up on mid-copy (its CreateVolume never
+            // retried) left this; it is never a volume, whatever the policy.
+            share.remove_tree(&snapshot::restoring_dir(nfs)).await?;
             // Last: while the record exists, a retry finds the volume.
             let (record, _) = record_paths(&nfs.subdir);
             share.remove_file(&record).await

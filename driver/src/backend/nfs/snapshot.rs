@@ -221,14 +221,10 @@ impl NfsBackend {
                 }
             }
         }
-        let (parent, leaf) = match dir.rsplit_once('/') {
-            Some((parent, leaf)) => (format!("{parent}/"), leaf),
-            None => (String::new(), dir),
-        };
-        if !parent.is_empty() {
-            share.mkdir_all(parent.trim_end_matches('/'), mode).await?;
+        if let Some((parent, _)) = dir.rsplit_once('/') {
+            share.mkdir_all(parent, mode).await?;
         }
-        let partial = format!("{parent}.{leaf}.restoring");
+        let partial = restoring_dir(target);
         share.remove_tree(&partial).await?;
         let copied = share.copy_tree(&from, &partial).await?;
         if copied.skipped > 0 {
@@ -252,6 +248,16 @@ impl NfsBackend {
         share
             .remove_file(&format!("{}/{RESTORE_MARKER}", target.subdir.as_str()))
             .await
+    }
+}
+
+/// Where a restore into `target` copies before renaming into place: a
+/// dot name beside the volume's directory, never a volume itself.
+pub(super) fn restoring_dir(target: &NfsVolumeId) -> String {
+    let dir = target.subdir.as_str();
+    match dir.rsplit_once('/') {
+        Some((parent, leaf)) => format!("{parent}/.{leaf}.restoring"),
+        None => format!(".{dir}.restoring"),
     }
 }
 
