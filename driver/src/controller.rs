@@ -14,10 +14,17 @@ use crate::capacity::Range;
 use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
 use crate::ids::{VolumeId, VolumeKey, VolumeName};
-use crate::rpc::{blocking, observe};
+use crate::rpc::{blocking, observe, observe_to_completion};
 use crate::topology;
 
 pub struct ControllerService(pub Arc<Driver>);
+
+impl ControllerService {
+    /// The same service, owned, for a call that runs to completion.
+    fn detached(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
 
 /// What the controller offers. ListVolumes only when local volumes are
 /// served: NFS volumes live on whatever exports StorageClasses name, which
@@ -325,7 +332,8 @@ impl Controller for ControllerService {
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = request.into_inner();
         let name = req.name.clone();
-        observe("CreateVolume", &name, self.create(req)).await
+        let this = self.detached();
+        observe_to_completion("CreateVolume", name, async move { this.create(req).await }).await
     }
 
     async fn delete_volume(
@@ -334,7 +342,8 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = request.into_inner();
         let id = req.volume_id.clone();
-        observe("DeleteVolume", &id, self.delete(req)).await
+        let this = self.detached();
+        observe_to_completion("DeleteVolume", id, async move { this.delete(req).await }).await
     }
 
     async fn controller_publish_volume(
@@ -397,11 +406,10 @@ impl Controller for ControllerService {
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let req = request.into_inner();
         let name = req.name.clone();
-        observe(
-            "CreateSnapshot",
-            &name,
-            crate::snapshots::create(&self.0, req),
-        )
+        let driver = self.0.clone();
+        observe_to_completion("CreateSnapshot", name, async move {
+            crate::snapshots::create(&driver, req).await
+        })
         .await
     }
 
@@ -411,11 +419,10 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = request.into_inner();
         let id = req.snapshot_id.clone();
-        observe(
-            "DeleteSnapshot",
-            &id,
-            crate::snapshots::delete(&self.0, req),
-        )
+        let driver = self.0.clone();
+        observe_to_completion("DeleteSnapshot", id, async move {
+            crate::snapshots::delete(&driver, req).await
+        })
         .await
     }
 
@@ -442,7 +449,11 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = request.into_inner();
         let id = req.volume_id.clone();
-        observe("ControllerExpandVolume", &id, self.expand(req)).await
+        let this = self.detached();
+        observe_to_completion("ControllerExpandVolume", id, async move {
+            this.expand(req).await
+        })
+        .await
     }
 
     async fn controller_get_volume(

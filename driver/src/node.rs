@@ -25,11 +25,18 @@ use crate::error::{missing, Error, Result};
 use crate::ids::VolumeId;
 use crate::mount::{self, PathState};
 use crate::paths::{KubeletDir, KubeletPath};
-use crate::rpc::{blocking, observe};
+use crate::rpc::{blocking, observe, observe_to_completion};
 use crate::staged::StagedRecords;
 use crate::topology;
 
 pub struct NodeService(pub Arc<Driver>);
+
+impl NodeService {
+    /// The same service, owned, for a call that runs to completion.
+    fn detached(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
 
 const CAPABILITIES: &[RpcType] = &[
     RpcType::StageUnstageVolume,
@@ -439,7 +446,11 @@ impl Node for NodeService {
         request: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = request.into_inner();
-        observe("NodeStageVolume", &req.volume_id.clone(), self.stage(req)).await
+        let this = self.detached();
+        observe_to_completion("NodeStageVolume", req.volume_id.clone(), async move {
+            this.stage(req).await
+        })
+        .await
     }
 
     async fn node_unstage_volume(
@@ -447,11 +458,10 @@ impl Node for NodeService {
         request: Request<NodeUnstageVolumeRequest>,
     ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
         let req = request.into_inner();
-        observe(
-            "NodeUnstageVolume",
-            &req.volume_id.clone(),
-            self.unstage(req),
-        )
+        let this = self.detached();
+        observe_to_completion("NodeUnstageVolume", req.volume_id.clone(), async move {
+            this.unstage(req).await
+        })
         .await
     }
 
@@ -460,11 +470,10 @@ impl Node for NodeService {
         request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        observe(
-            "NodePublishVolume",
-            &req.volume_id.clone(),
-            self.publish(req),
-        )
+        let this = self.detached();
+        observe_to_completion("NodePublishVolume", req.volume_id.clone(), async move {
+            this.publish(req).await
+        })
         .await
     }
 
@@ -473,11 +482,10 @@ impl Node for NodeService {
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        observe(
-            "NodeUnpublishVolume",
-            &req.volume_id.clone(),
-            self.unpublish(req),
-        )
+        let this = self.detached();
+        observe_to_completion("NodeUnpublishVolume", req.volume_id.clone(), async move {
+            this.unpublish(req).await
+        })
         .await
     }
 
@@ -499,7 +507,11 @@ impl Node for NodeService {
         request: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let req = request.into_inner();
-        observe("NodeExpandVolume", &req.volume_id.clone(), self.expand(req)).await
+        let this = self.detached();
+        observe_to_completion("NodeExpandVolume", req.volume_id.clone(), async move {
+            this.expand(req).await
+        })
+        .await
     }
 
     async fn node_get_capabilities(

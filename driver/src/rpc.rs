@@ -79,6 +79,24 @@ pub async fn observe<T>(
     result.map(Response::new).map_err(Status::from)
 }
 
+/// [`observe`] for a call that changes state: it runs to its end even when
+/// its caller goes away. tonic drops a handler's future when the client
+/// cancels or its deadline passes; the per-volume lock would then be
+/// released while blocking work the call started still runs, and the
+/// caller's retry would race it (two copies into one scratch directory, a
+/// mount and its undo at once). Detached, the retry waits for the lock and
+/// finds the finished work; the log line and shutdown's drain see the real
+/// end of the call.
+pub async fn observe_to_completion<T: Send + 'static>(
+    method: &'static str,
+    volume: String,
+    call: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    tokio::spawn(async move { observe(method, &volume, call).await })
+        .await
+        .unwrap_or_else(|e| Err(Status::from(Error::from(e))))
+}
+
 /// gRPC code names as grpc-go and its Prometheus exporters spell them.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;

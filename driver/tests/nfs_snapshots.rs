@@ -285,3 +285,41 @@ async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
     assert!(!export.join(".pvc-gone.restoring").exists());
     assert!(export.join("pvc-src").exists());
 }
+
+/// The external-snapshotter's deadline cuts a long copy short and it calls
+/// again at once: the retry must wait for the first copy, not race it, and
+/// the snapshot it reports must be whole.
+#[tokio::test]
+async fn a_snapshot_retried_after_a_deadline_is_whole() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+
+    let source = create(&mut c, nfs_request("pvc-big", port)).await;
+    let payload: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(export.join("pvc-big/data"), &payload).unwrap();
+
+    let mut hurried = tonic::Request::new(snapshot_request("snap-big", &source.volume_id));
+    hurried.set_timeout(std::time::Duration::from_millis(20));
+    let first = c.create_snapshot(hurried).await;
+    assert!(first.is_err(), "a 24 MiB copy answered within 20 ms");
+    let snapshot = c
+        .create_snapshot(snapshot_request("snap-big", &source.volume_id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(snapshot.ready_to_use);
+    let copied = std::fs::read(export.join(".cairn-snapshots/snap-big/data")).unwrap();
+    assert!(copied == payload, "the snapshot's copy differs from its source");
+    assert!(!export.join(".cairn-snapshots/.snap-big.partial").exists());
+    // The first call's log line reports its real end, not the caller's give-up.
+    let log = driver.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("CreateSnapshot")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines.iter().all(|l| l.contains("OK")), "{log}");
+}
