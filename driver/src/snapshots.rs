@@ -129,7 +129,7 @@ fn check_parameters(parameters: &HashMap<String, String>) -> Result<()> {
     }
     unknown.sort_unstable();
     Err(Error::InvalidArgument(format!(
-        "unknown parameters for a local snapshot: {}",
+        "unknown VolumeSnapshotClass parameters (Cairn snapshots take none): {}",
         unknown.join(", ")
     )))
 }

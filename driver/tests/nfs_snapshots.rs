@@ -315,11 +315,17 @@ async fn a_snapshot_retried_after_a_deadline_is_whole() {
         .unwrap();
     assert!(snapshot.ready_to_use);
     let copied = std::fs::read(export.join(".cairn-snapshots/snap-big/data")).unwrap();
-    assert!(copied == payload, "the snapshot's copy differs from its source");
+    assert!(
+        copied == payload,
+        "the snapshot's copy differs from its source"
+    );
     assert!(!export.join(".cairn-snapshots/.snap-big.partial").exists());
     // The first call's log line reports its real end, not the caller's give-up.
     let log = driver.log_text();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("CreateSnapshot")).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CreateSnapshot"))
+        .collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(lines.iter().all(|l| l.contains("OK")), "{log}");
 }

@@ -23,6 +23,10 @@ pub struct Config {
     pub target_base: Option<PathBuf>,
     /// StorageClass-style parameters passed to CreateVolume and GetCapacity.
     pub params: BTreeMap<String, String>,
+    /// VolumeSnapshotClass-style parameters passed to CreateSnapshot (kept
+    /// apart from `params`: a StorageClass's keys mean nothing to a
+    /// snapshot, and a strict driver refuses them).
+    pub snapshot_params: BTreeMap<String, String>,
     /// `required_bytes` for the volumes the suite creates.
     pub volume_size: u64,
     /// Which cases run.
@@ -40,6 +44,7 @@ impl Config {
             staging_base: None,
             target_base: None,
             params: BTreeMap::new(),
+            snapshot_params: BTreeMap::new(),
             volume_size: DEFAULT_VOLUME_SIZE,
             filter: Filter::default(),
             progress: false,

@@ -293,6 +293,10 @@ impl Ctx {
         self.config().params.clone().into_iter().collect()
     }
 
+    pub fn snapshot_params(&self) -> HashMap<String, String> {
+        self.config().snapshot_params.clone().into_iter().collect()
+    }
+
     pub fn size(&self) -> i64 {
         fixtures::bytes(self.config().volume_size)
     }
@@ -439,7 +443,7 @@ impl Ctx {
             .try_create_snapshot(v1::CreateSnapshotRequest {
                 source_volume_id: source_volume_id.to_string(),
                 name,
-                parameters: self.params(),
+                parameters: self.snapshot_params(),
                 ..Default::default()
             })
             .await

@@ -31,6 +31,9 @@ struct Args {
     /// StorageClass parameter for CreateVolume, key=value (repeatable).
     #[arg(long = "param", value_parser = parse_param)]
     params: Vec<(String, String)>,
+    /// VolumeSnapshotClass parameter for CreateSnapshot, key=value (repeatable).
+    #[arg(long = "snapshot-param", value_parser = parse_param)]
+    snapshot_params: Vec<(String, String)>,
     /// Size of the volumes the suite creates: bytes or 10Mi, 1Gi, 500M...
     #[arg(long, default_value = "10Mi", value_parser = parse_size)]
     volume_size: u64,
@@ -76,6 +79,7 @@ fn real_main() -> anyhow::Result<bool> {
     config.staging_base = args.staging_dir;
     config.target_base = args.target_dir;
     config.params = args.params.into_iter().collect();
+    config.snapshot_params = args.snapshot_params.into_iter().collect();
     config.volume_size = args.volume_size;
     config.filter = filter;
     config.progress = true;
