@@ -857,3 +857,148 @@ async fn a_published_block_volume_grows_online() {
         .unwrap();
     assert!(loops_below(driver.dir.path()).is_empty());
 }
+
+/// Attaches a block volume the kubelet's way (stage + publish) and runs `f`
+/// on the device at the pod's target; detaches it again.
+async fn with_device<T>(
+    driver: &TestDriver,
+    name: &str,
+    id: &str,
+    f: impl FnOnce(&Path) -> T,
+) -> T {
+    let mut node = driver.node().await;
+    let staging = driver.block_staging_path(name);
+    node.node_stage_volume(block_stage_request(id, &staging))
+        .await
+        .unwrap();
+    let target = driver.block_target_path(name, &format!("pod-{name}"));
+    node.node_publish_volume(block_publish_request(id, &staging, &target, false))
+        .await
+        .unwrap();
+    assert_block_device(&target);
+    let out = f(&target);
+    node.node_unpublish_volume(unpublish_request(id, &target))
+        .await
+        .unwrap();
+    node.node_unstage_volume(unstage_request(id, &staging))
+        .await
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn block_volumes_snapshot_restore_and_clone_through_their_devices() {
+    require_root!();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+    let source = create(&mut c, block_create_request("pvc-block-src", SIZE)).await;
+    let src = source.volume_id.clone();
+    // Written through the device: first block, last block, the rest holes.
+    with_device(&driver, "pvc-block-src", &src, |dev| {
+        write_direct(dev, 0, 0x5a).unwrap();
+        write_direct(dev, SIZE as u64 - 4096, 0xa5).unwrap();
+    })
+    .await;
+    let snapshot = c
+        .create_snapshot(CreateSnapshotRequest {
+            source_volume_id: src.clone(),
+            name: "snap-block".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(snapshot.ready_to_use);
+    assert_eq!(snapshot.size_bytes, SIZE);
+    // The source moves on after the snapshot.
+    with_device(&driver, "pvc-block-src", &src, |dev| {
+        write_direct(dev, 0, 0x11).unwrap();
+    })
+    .await;
+
+    let from = |name: &str, bytes: i64, source: volume_content_source::Type| CreateVolumeRequest {
+        volume_content_source: Some(VolumeContentSource {
+            r#type: Some(source),
+        }),
+        ..block_create_request(name, bytes)
+    };
+    let snap_source =
+        volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+            snapshot_id: snapshot.snapshot_id.clone(),
+        });
+    let vol_source = volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+        volume_id: src.clone(),
+    });
+
+    // Restore into a larger volume: the snapshot's blocks, then zeros.
+    let restored = create(
+        &mut c,
+        from("pvc-block-restored", 2 * SIZE, snap_source.clone()),
+    )
+    .await;
+    assert_eq!(restored.capacity_bytes, 2 * SIZE);
+    assert!(restored.content_source.is_some());
+    let repeat = create(
+        &mut c,
+        from("pvc-block-restored", 2 * SIZE, snap_source.clone()),
+    )
+    .await;
+    assert_eq!(repeat, restored);
+    with_device(&driver, "pvc-block-restored", &restored.volume_id, |dev| {
+        assert_eq!(device_size(dev), 2 * SIZE as u64);
+        assert!(read_direct(dev, 0).iter().all(|&b| b == 0x5a));
+        assert!(read_direct(dev, SIZE as u64 - 4096)
+            .iter()
+            .all(|&b| b == 0xa5));
+        assert!(read_direct(dev, SIZE as u64).iter().all(|&b| b == 0));
+        assert!(read_direct(dev, 2 * SIZE as u64 - 4096)
+            .iter()
+            .all(|&b| b == 0));
+    })
+    .await;
+    // Holes stay holes: the restore allocated about what was written.
+    let file = std::fs::metadata(driver.block_file("pvc-block-restored")).unwrap();
+    assert_eq!(file.len(), 2 * SIZE as u64);
+    assert!(
+        file.blocks() * 512 < SIZE as u64 / 2,
+        "{} bytes allocated",
+        file.blocks() * 512
+    );
+
+    // Clone: the source as it is now.
+    let clone = create(&mut c, from("pvc-block-clone", 0, vol_source)).await;
+    assert_eq!(clone.capacity_bytes, SIZE);
+    with_device(&driver, "pvc-block-clone", &clone.volume_id, |dev| {
+        assert!(read_direct(dev, 0).iter().all(|&b| b == 0x11));
+        assert!(read_direct(dev, SIZE as u64 - 4096)
+            .iter()
+            .all(|&b| b == 0xa5));
+    })
+    .await;
+
+    // A device image never becomes a filesystem volume, nor a tree a device.
+    let mut as_mount = from("pvc-block-as-mount", 0, snap_source.clone());
+    as_mount.volume_capabilities = create_request("x", 0).volume_capabilities;
+    assert_code(c.create_volume(as_mount).await, Code::InvalidArgument);
+    let fs_source = create(&mut c, create_request("pvc-fs-src", SIZE)).await;
+    let fs_as_block = from(
+        "pvc-fs-as-block",
+        0,
+        volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+            volume_id: fs_source.volume_id.clone(),
+        }),
+    );
+    assert_code(c.create_volume(fs_as_block).await, Code::InvalidArgument);
+    // Smaller than the source: OutOfRange.
+    assert_code(
+        c.create_volume(from("pvc-block-small", SIZE / 2, snap_source))
+            .await,
+        Code::OutOfRange,
+    );
+    for refused in ["pvc-block-as-mount", "pvc-fs-as-block", "pvc-block-small"] {
+        assert!(!driver.block_file(refused).exists(), "{refused}");
+    }
+    assert!(loops_below(driver.dir.path()).is_empty());
+}

@@ -136,12 +136,31 @@ pub(super) fn capacity(size: u64, range: &Range) -> Result<u64> {
 /// file (no blocks allocated until written) and the attachments directory.
 pub(super) fn make_payload(scratch: &Path, capacity: u64) -> Result<()> {
     let path = file(scratch);
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(BLOCK_FILE_MODE)
         .open(&path)
         .map_err(Error::io("create", &path))?;
+    finish_payload(scratch, capacity)
+}
+
+/// Completes a block payload whose file is in place (new and empty, or a
+/// restored copy of a smaller or equal source): grows it to the capacity,
+/// sparse, makes it durable, and adds the attachments directory.
+pub(super) fn finish_payload(scratch: &Path, capacity: u64) -> Result<()> {
+    let path = file(scratch);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(Error::io("open", &path))?;
+    let len = file.metadata().map_err(Error::io("stat", &path))?.len();
+    if len > capacity {
+        return Err(Error::Internal(format!(
+            "{} holds {len} bytes, more than the volume's {capacity}",
+            path.display()
+        )));
+    }
     file.set_len(capacity)
         .and_then(|()| file.sync_all())
         .map_err(Error::io("size", &path))?;

@@ -102,7 +102,9 @@ impl Default for LocalOptions {
     }
 }
 
-/// Puts a new volume's initial content into its (empty) `data/` directory.
+/// Puts a new volume's initial content in place: into its (empty) `data/`
+/// directory, or for a block volume the `block` file into the scratch
+/// directory it is given.
 type Fill<'a> = &'a dyn Fn(&Path) -> Result<()>;
 
 /// One page of a volume listing.
@@ -267,12 +269,14 @@ impl LocalBackend {
         let result = (|| {
             std::fs::create_dir(&scratch).map_err(Error::io("create", &scratch))?;
             if meta.access_type == AccessKind::Block {
-                if fill.is_some() {
-                    return Err(Error::InvalidArgument(
-                        "block volumes cannot be restored or cloned yet".into(),
-                    ));
+                match fill {
+                    // A restore or clone: the fill places the `block` file.
+                    Some(fill) => {
+                        fill(&scratch)?;
+                        block::finish_payload(&scratch, meta.capacity_bytes)?;
+                    }
+                    None => block::make_payload(&scratch, meta.capacity_bytes)?,
                 }
-                block::make_payload(&scratch, meta.capacity_bytes)?;
             } else {
                 let data = scratch.join(DATA_DIR);
                 std::fs::create_dir(&data).map_err(Error::io("create", &data))?;

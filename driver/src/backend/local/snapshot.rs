@@ -151,6 +151,8 @@ pub struct RestorePlan {
     /// the payload's name inside it.
     source_dir: PathBuf,
     payload: &'static str,
+    /// A directory tree (into `data/`) or a block volume's file.
+    kind: PayloadKind,
 }
 
 /// What a CreateVolume with a content source finds for its name.
@@ -571,38 +573,52 @@ impl LocalBackend {
                     .read_meta(&local.key)?
                     .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
                 let dir = self.volume_dir(&local.key);
-                let kind = if dir.join(DATA_DIR).is_dir() {
-                    PayloadKind::Directory
-                } else {
-                    PayloadKind::File
+                let (payload, kind) = match meta.access_type {
+                    AccessKind::Mount => (DATA_DIR, PayloadKind::Directory),
+                    AccessKind::Block => (BLOCK_FILE, PayloadKind::File),
                 };
-                (dir, DATA_DIR, kind, meta.capacity_bytes)
+                (dir, payload, kind, meta.capacity_bytes)
             }
         };
-        if kind == PayloadKind::File || request.access != AccessKind::Mount {
+        // A filesystem tree fills a filesystem volume, a device image a
+        // block volume; neither can become the other.
+        let holds = match kind {
+            PayloadKind::Directory => AccessKind::Mount,
+            PayloadKind::File => AccessKind::Block,
+        };
+        if request.access != holds {
+            let what = |access| match access {
+                AccessKind::Mount => "a filesystem volume (access type mount)",
+                AccessKind::Block => "a raw block volume",
+            };
             return Err(Error::InvalidArgument(format!(
-                "{source}: this driver restores and clones only filesystem volumes \
-                 (access type mount), not raw block volumes"
+                "{source} holds the content of {}; it cannot fill {}",
+                what(holds),
+                what(request.access)
             )));
         }
-        let capacity = restore_capacity(
+        let mut capacity = restore_capacity(
             request.capacity,
             size,
             self.default_size,
             self.max_volume_bytes()?,
         )?;
+        if holds == AccessKind::Block {
+            capacity = super::block::capacity(capacity, &request.capacity)?;
+        }
         Ok(RestoreState::New(RestorePlan {
             key,
             meta: Meta {
                 name: request.name.as_str().to_string(),
                 capacity_bytes: capacity,
                 parameters: request.parameters.clone(),
-                access_type: AccessKind::Mount,
+                access_type: holds,
                 source: Some(recorded),
                 project_id: None,
             },
             source_dir,
             payload,
+            kind,
         }))
     }
 
@@ -640,22 +656,37 @@ impl LocalBackend {
                 "{source_name} was deleted while it was being copied"
             ))
         };
-        let fill = |data: &Path| -> Result<()> {
+        let fill = |dst: &Path| -> Result<()> {
             let source = open_dir(&plan.source_dir)?.ok_or_else(gone)?;
-            let dst = open_dir(data)?
-                .ok_or_else(|| Error::Internal(format!("{} vanished", data.display())))?;
-            let stats = copy::copy_into(source.as_fd(), plan.payload, dst.as_fd(), cancel)?;
+            let dst_dir = open_dir(dst)?
+                .ok_or_else(|| Error::Internal(format!("{} vanished", dst.display())))?;
+            let stats = match plan.kind {
+                PayloadKind::Directory => {
+                    copy::copy_into(source.as_fd(), plan.payload, dst_dir.as_fd(), cancel)?
+                }
+                PayloadKind::File => copy::copy(
+                    source.as_fd(),
+                    plan.payload,
+                    dst_dir.as_fd(),
+                    BLOCK_FILE,
+                    cancel,
+                )?,
+            };
             let copied = started.elapsed();
             if !still_there(&plan.source_dir, &source)? {
                 return Err(gone());
             }
-            copy::sync_filesystem(data)?;
+            copy::sync_filesystem(dst)?;
             let what = format!("volume {} from {source_name}", plan.key);
             log_copy("restore", &what, &stats, started, copied);
             Ok(())
         };
-        // Sized and enforced like any new volume.
-        self.enforcement.check_create()?;
+        // Sized and enforced like any new volume (a block volume's file is
+        // its limit: no quota involved).
+        let block = plan.meta.access_type == AccessKind::Block;
+        if !block {
+            self.enforcement.check_create()?;
+        }
         let space = ledger::Space::of(&self.statvfs()?);
         let capacity = plan.meta.capacity_bytes;
         let what = format!("volume {:?}", plan.meta.name);
@@ -665,7 +696,9 @@ impl LocalBackend {
             self.ledger.release(capacity);
             return Err(e);
         }
-        self.enforcement.warn_unenforced(&plan.key, capacity);
+        if !block {
+            self.enforcement.warn_unenforced(&plan.key, capacity);
+        }
         Ok(self.to_volume(plan.key.clone(), meta))
     }
 
