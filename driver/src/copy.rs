@@ -23,9 +23,13 @@
 //! and modification times, extended attributes (POSIX ACLs included) where
 //! the destination takes them; symlinks are copied as symlinks and fifos
 //! are recreated. Device nodes and sockets are skipped and counted: a copy
-//! must not hand a pod a device it could not create itself. Hard links are
-//! copied as separate files (the link between them is lost).
+//! must not hand a pod a device it could not create itself. Hard links
+//! within the tree stay hard links (the file is copied once and linked
+//! again), so a copy takes no more space than its source; a link to a file
+//! outside the tree (nothing else shares a volume's filesystem tree) is
+//! copied as a file.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -58,6 +62,8 @@ pub struct CopyStats {
     pub dirs: u64,
     pub symlinks: u64,
     pub fifos: u64,
+    /// Names linked to a file copied earlier (hard links kept).
+    pub hardlinks: u64,
     /// Device nodes and sockets, not copied.
     pub skipped_special: u64,
     /// Entries that disappeared or changed type while being copied.
@@ -179,8 +185,12 @@ struct Copier<'a> {
     cancel: &'a AtomicBool,
     /// False once the filesystem said it cannot share blocks.
     reflink: bool,
-    /// Where the walk is, relative to the copy's root (for errors only).
+    /// Where the walk is, relative to the copy's root (for errors, and
+    /// where hard links point).
     path: PathBuf,
+    /// Files with more than one link, by source (device, inode): where
+    /// their copy is, relative to the destination root.
+    linked: HashMap<(u64, u64), PathBuf>,
 }
 
 /// What happened to an entry between listing and copying it.
@@ -197,6 +207,7 @@ impl<'a> Copier<'a> {
             cancel,
             reflink: true,
             path: PathBuf::from(root),
+            linked: HashMap::new(),
         }
     }
 
@@ -258,6 +269,9 @@ impl<'a> Copier<'a> {
                 .map_err(|e| Error::io("duplicate fd of", self.path.clone())(e))?,
         };
         let src = Dir::new(src).map_err(|e| self.fail("read directory", e))?;
+        let root = dst
+            .try_clone()
+            .map_err(|e| Error::io("duplicate fd of", self.path.clone())(e))?;
         let mut stack = vec![Level { src, dst, meta }];
         self.path = PathBuf::new();
         loop {
@@ -314,9 +328,7 @@ impl<'a> Copier<'a> {
                     }
                 }
                 FileType::RegularFile => {
-                    if !self.file_c(src_dir, &name, dst_dir, &name)? {
-                        self.stats.changed += 1;
-                    }
+                    self.regular(src_dir, &name, dst_dir, root.as_fd(), &st)?
                 }
                 FileType::Symlink => self.symlink(src_dir, &name, dst_dir, &st)?,
                 FileType::Fifo => self.fifo(dst_dir, &name, &st)?,
@@ -353,6 +365,36 @@ impl<'a> Copier<'a> {
         rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))
             .map_err(|e| self.fail("chmod", e))?;
         rustix::fs::futimens(dst, &times(st)).map_err(|e| self.fail("set times of", e))
+    }
+
+    /// A regular file met in the walk: linked to its earlier copy when it
+    /// is another name of a file already copied, else copied.
+    fn regular(
+        &mut self,
+        src_dir: BorrowedFd<'_>,
+        name: &CStr,
+        dst_dir: BorrowedFd<'_>,
+        dst_root: BorrowedFd<'_>,
+        st: &Stat,
+    ) -> Result<()> {
+        let inode = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1 {
+            if let Some(first) = self.linked.get(&inode) {
+                // The destination tree is the copy's own (made by this walk,
+                // not reachable by pods), so its relative path is safe to
+                // resolve; the final name is never followed.
+                rustix::fs::linkat(dst_root, first.as_path(), dst_dir, name, AtFlags::empty())
+                    .map_err(|e| self.fail("link", e))?;
+                self.stats.hardlinks += 1;
+                return Ok(());
+            }
+        }
+        if !self.file_c(src_dir, name, dst_dir, name)? {
+            self.stats.changed += 1;
+        } else if st.st_nlink > 1 {
+            self.linked.insert(inode, self.path.clone());
+        }
+        Ok(())
     }
 
     fn file(

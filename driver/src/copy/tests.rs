@@ -153,12 +153,18 @@ fn copy_tree_and_compare(base: &Path) -> CopyStats {
     assert_eq!(stats.symlinks, 3);
     assert_eq!(stats.fifos, 1);
     assert_eq!(stats.dirs, 4, "root, a, a/b, a/b/c");
-    assert_eq!(stats.files, 5);
+    assert_eq!(stats.files, 4, "the hard link is not a fifth file");
     assert_eq!(stats.changed, 0);
-    // Hard links become separate files (documented).
+    // Hard links stay links: one file with two names, copied once.
     let a = std::fs::metadata(base.join("dst/top.txt")).unwrap();
     let b = std::fs::metadata(base.join("dst/a/hardlink")).unwrap();
-    assert_ne!(a.ino(), b.ino());
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    assert_ne!(
+        a.ino(),
+        std::fs::metadata(src.join("top.txt")).unwrap().ino(),
+        "the copy must not be a link to its source"
+    );
+    assert_eq!(stats.hardlinks, 1);
     // Holes stay holes: 8 MiB of length, a few blocks of data.
     let sparse = std::fs::metadata(base.join("dst/sparse")).unwrap();
     assert_eq!(sparse.len(), (8 << 20) + 3);

@@ -238,6 +238,7 @@ fn log_copy(what: &str, id: &str, stats: &CopyStats, started: Instant, copied: D
         copy_ms = copied.as_secs_f64() * 1000.0,
         files = stats.files,
         reflinked = stats.reflinked,
+        hardlinks = stats.hardlinks,
         bytes = stats.bytes,
         dirs = stats.dirs,
         symlinks = stats.symlinks,
