@@ -93,7 +93,7 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
     let server = Ganesha::start().expect("ganesha");
     let port = server.addr().port();
     let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let mut driver = TestDriver::start();
     let mut c = driver.controller().await;
 
     let source = create(&mut c, nfs_request("pvc-src", port)).await;
@@ -130,6 +130,18 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
             .await,
         Code::AlreadyExists,
     );
+
+    // A restarted controller finds it again: it lives on the export.
+    driver.restart();
+    let mut c = driver.controller().await;
+    let after_restart = c
+        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(after_restart, snapshot);
 
     // The snapshot keeps the content of its moment.
     std::fs::write(export.join("pvc-src/a/b/file"), "after").unwrap();
