@@ -76,6 +76,33 @@ impl Range {
         Ok(current.max(self.required))
     }
 
+    /// The size of a new volume filled from a source (snapshot or volume)
+    /// of `size` bytes: the requested size, at least the source's
+    /// (OUT_OF_RANGE when the range excludes it, as the spec's CreateVolume
+    /// errors say, and as external-provisioner refuses a claim smaller than
+    /// its source), the source's size when none is requested.
+    pub fn for_copy_of(&self, size: u64, default: u64, max: u64) -> Result<u64, Error> {
+        if let Some(limit) = self.limit {
+            if limit < size {
+                return Err(Error::OutOfRange(format!(
+                    "capacity_range.limit_bytes {limit} is below the source's size of {size} bytes"
+                )));
+            }
+        }
+        if self.required > 0 && self.required < size {
+            return Err(Error::OutOfRange(format!(
+                "capacity_range.required_bytes {} is below the source's size of {size} bytes; \
+                 a volume cannot be smaller than its source",
+                self.required
+            )));
+        }
+        Range {
+            required: self.required.max(size),
+            limit: self.limit,
+        }
+        .choose(default, max)
+    }
+
     /// Whether an existing volume of `size` bytes satisfies this request.
     pub fn admits(&self, size: u64) -> bool {
         size >= self.required && self.limit.is_none_or(|limit| size <= limit)
@@ -112,6 +139,25 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_are_at_least_their_source() {
+        let r = |required, limit| Range { required, limit };
+        assert_eq!(r(0, None).for_copy_of(100, 50, 1000).unwrap(), 100);
+        assert_eq!(r(200, None).for_copy_of(100, 50, 1000).unwrap(), 200);
+        assert_eq!(r(0, Some(150)).for_copy_of(100, 50, 1000).unwrap(), 100);
+        assert_eq!(r(100, Some(100)).for_copy_of(100, 50, 1000).unwrap(), 100);
+        for bad in [r(99, None), r(0, Some(99))] {
+            assert!(matches!(
+                bad.for_copy_of(100, 50, 1000),
+                Err(Error::OutOfRange(_))
+            ));
+        }
+        assert!(matches!(
+            r(0, None).for_copy_of(2000, 50, 1000),
+            Err(Error::OutOfRange(_))
+        ));
+    }
 
     const GI: u64 = 1 << 30;
 

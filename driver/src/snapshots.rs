@@ -42,11 +42,10 @@ pub const GRACE: Duration = Duration::from_secs(1);
 
 /// Keys external-snapshotter adds with `--extra-create-metadata`.
 const SNAPSHOTTER_PREFIX: &str = "csi.storage.k8s.io/";
-/// VolumeSnapshotClass parameters a local snapshot understands: none yet.
+/// VolumeSnapshotClass parameters a snapshot understands: none yet.
 const KNOWN_PARAMETERS: &[&str] = &[];
 
-/// `Backend::kind` of the backends with snapshots.
-const LOCAL: &str = "local";
+/// `Backend::kind` of the NFS backend.
 const NFS: &str = "nfs";
 
 /// Controller capabilities for snapshots and clones. ListSnapshots only
@@ -145,8 +144,14 @@ pub async fn create(driver: &Driver, req: CreateSnapshotRequest) -> Result<Creat
     if let VolumeId::Nfs(nfs_source) = &source {
         let nfs = nfs(driver)?;
         let id = NfsBackend::snapshot_id(nfs_source, &name)?;
-        let _guard = driver.locks.lock(&SnapshotId::Nfs(id).lock_key()).await;
-        let (id, snapshot) = blocking(move || nfs.create_snapshot(&source, &name)).await?;
+        let _guard = driver
+            .locks
+            .lock(&SnapshotId::Nfs(id.clone()).lock_key())
+            .await;
+        let snapshot = {
+            let id = id.clone();
+            blocking(move || nfs.create_snapshot(&id, &source, &name)).await?
+        };
         return Ok(CreateSnapshotResponse {
             snapshot: Some(nfs_to_wire(&id, snapshot)),
         });
@@ -305,12 +310,6 @@ pub fn content_source(
     let Some(wire) = wire else {
         return Ok(None);
     };
-    if backend.kind() != LOCAL && backend.kind() != NFS {
-        return Err(Error::InvalidArgument(format!(
-            "{} volumes cannot be created from a snapshot or another volume",
-            backend.kind()
-        )));
-    }
     let unknown = |what: &str, id: &str, e: Error| {
         Error::NotFound(format!("{what} {id:?} does not exist: {e}"))
     };

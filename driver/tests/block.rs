@@ -899,17 +899,7 @@ async fn block_volumes_snapshot_restore_and_clone_through_their_devices() {
         write_direct(dev, SIZE as u64 - 4096, 0xa5).unwrap();
     })
     .await;
-    let snapshot = c
-        .create_snapshot(CreateSnapshotRequest {
-            source_volume_id: src.clone(),
-            name: "snap-block".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap();
+    let snapshot = try_snapshot(&mut c, "snap-block", &src).await.unwrap();
     assert!(snapshot.ready_to_use);
     assert_eq!(snapshot.size_bytes, SIZE);
     // The source moves on after the snapshot.
@@ -918,33 +908,16 @@ async fn block_volumes_snapshot_restore_and_clone_through_their_devices() {
     })
     .await;
 
-    let from = |name: &str, bytes: i64, source: volume_content_source::Type| CreateVolumeRequest {
-        volume_content_source: Some(VolumeContentSource {
-            r#type: Some(source),
-        }),
-        ..block_create_request(name, bytes)
+    let from = |name: &str, bytes: i64, source: Option<VolumeContentSource>| {
+        with_source(block_create_request(name, bytes), source)
     };
-    let snap_source =
-        volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
-            snapshot_id: snapshot.snapshot_id.clone(),
-        });
-    let vol_source = volume_content_source::Type::Volume(volume_content_source::VolumeSource {
-        volume_id: src.clone(),
-    });
+    let from_snap = || snap_source(&snapshot.snapshot_id);
 
     // Restore into a larger volume: the snapshot's blocks, then zeros.
-    let restored = create(
-        &mut c,
-        from("pvc-block-restored", 2 * SIZE, snap_source.clone()),
-    )
-    .await;
+    let restored = create(&mut c, from("pvc-block-restored", 2 * SIZE, from_snap())).await;
     assert_eq!(restored.capacity_bytes, 2 * SIZE);
     assert!(restored.content_source.is_some());
-    let repeat = create(
-        &mut c,
-        from("pvc-block-restored", 2 * SIZE, snap_source.clone()),
-    )
-    .await;
+    let repeat = create(&mut c, from("pvc-block-restored", 2 * SIZE, from_snap())).await;
     assert_eq!(repeat, restored);
     with_device(&driver, "pvc-block-restored", &restored.volume_id, |dev| {
         assert_eq!(device_size(dev), 2 * SIZE as u64);
@@ -968,7 +941,7 @@ async fn block_volumes_snapshot_restore_and_clone_through_their_devices() {
     );
 
     // Clone: the source as it is now.
-    let clone = create(&mut c, from("pvc-block-clone", 0, vol_source)).await;
+    let clone = create(&mut c, from("pvc-block-clone", 0, vol_source(&src))).await;
     assert_eq!(clone.capacity_bytes, SIZE);
     with_device(&driver, "pvc-block-clone", &clone.volume_id, |dev| {
         assert!(read_direct(dev, 0).iter().all(|&b| b == 0x11));
@@ -979,21 +952,15 @@ async fn block_volumes_snapshot_restore_and_clone_through_their_devices() {
     .await;
 
     // A device image never becomes a filesystem volume, nor a tree a device.
-    let mut as_mount = from("pvc-block-as-mount", 0, snap_source.clone());
+    let mut as_mount = from("pvc-block-as-mount", 0, from_snap());
     as_mount.volume_capabilities = create_request("x", 0).volume_capabilities;
     assert_code(c.create_volume(as_mount).await, Code::InvalidArgument);
     let fs_source = create(&mut c, create_request("pvc-fs-src", SIZE)).await;
-    let fs_as_block = from(
-        "pvc-fs-as-block",
-        0,
-        volume_content_source::Type::Volume(volume_content_source::VolumeSource {
-            volume_id: fs_source.volume_id.clone(),
-        }),
-    );
+    let fs_as_block = from("pvc-fs-as-block", 0, vol_source(&fs_source.volume_id));
     assert_code(c.create_volume(fs_as_block).await, Code::InvalidArgument);
     // Smaller than the source: OutOfRange.
     assert_code(
-        c.create_volume(from("pvc-block-small", SIZE / 2, snap_source))
+        c.create_volume(from("pvc-block-small", SIZE / 2, from_snap()))
             .await,
         Code::OutOfRange,
     );

@@ -6,9 +6,7 @@
 mod common;
 
 use cairn_harness::{require, require_nfs_lab, Ganesha};
-use cairn_proto::v1::volume_capability::{
-    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
-};
+use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume};
 use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
@@ -455,20 +453,7 @@ async fn nfs_expansion_raises_the_recorded_size() {
     let export = server.export_dir().to_path_buf();
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
-    let mut request = create_request("pvc-nfs-grow", 5 * MI);
-    request
-        .parameters
-        .insert("server".into(), "127.0.0.1".into());
-    request.parameters.insert("share".into(), "/export".into());
-    request.volume_capabilities = vec![VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            mount_flags: vec![format!("port={port}"), "nfsvers=4.1".into()],
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::MultiNodeMultiWriter as i32,
-        }),
-    }];
+    let request = nfs_request("pvc-nfs-grow", port, &[]);
     let id = c
         .create_volume(request)
         .await

@@ -8,30 +8,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cairn_harness::{require, require_nfs_lab, Ganesha, NetnsGanesha};
-use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use cairn_proto::v1::volume_capability::AccessType;
 use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
-
-/// A StorageClass's CreateVolume, with the server's port as a mount option.
-fn nfs_request(name: &str, port: u16, extra: &[(&str, &str)]) -> CreateVolumeRequest {
-    let mut req = create_request(name, 5 << 20);
-    req.parameters.insert("server".into(), "127.0.0.1".into());
-    req.parameters.insert("share".into(), "/export".into());
-    for (k, v) in extra {
-        req.parameters.insert(k.to_string(), v.to_string());
-    }
-    req.volume_capabilities = vec![VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            mount_flags: vec![format!("port={port}"), "nfsvers=4.1".into(), "hard".into()],
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::MultiNodeMultiWriter as i32,
-        }),
-    }];
-    req
-}
 
 fn delete(id: &str) -> DeleteVolumeRequest {
     DeleteVolumeRequest {

@@ -8,53 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use cairn_harness::{require, require_nfs_lab, Ganesha};
-use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
-use cairn_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
-
-fn nfs_request(name: &str, port: u16) -> CreateVolumeRequest {
-    let mut req = create_request(name, 5 << 20);
-    req.parameters.insert("server".into(), "127.0.0.1".into());
-    req.parameters.insert("share".into(), "/export".into());
-    req.volume_capabilities = vec![VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            mount_flags: vec![format!("port={port}"), "nfsvers=4.1".into()],
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::MultiNodeMultiWriter as i32,
-        }),
-    }];
-    req
-}
-
-fn from_snapshot(mut req: CreateVolumeRequest, snapshot_id: &str) -> CreateVolumeRequest {
-    req.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(SourceType::Snapshot(SnapshotSource {
-            snapshot_id: snapshot_id.into(),
-        })),
-    });
-    req
-}
-
-fn from_volume(mut req: CreateVolumeRequest, volume_id: &str) -> CreateVolumeRequest {
-    req.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(SourceType::Volume(VolumeSource {
-            volume_id: volume_id.into(),
-        })),
-    });
-    req
-}
-
-fn snapshot_request(name: &str, source: &str) -> CreateSnapshotRequest {
-    CreateSnapshotRequest {
-        source_volume_id: source.into(),
-        name: name.into(),
-        ..Default::default()
-    }
-}
 
 /// A small tree with what a copy can get wrong: nesting, modes, a symlink
 /// pointing outside the volume (must stay a link), an empty file.
@@ -96,16 +52,12 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
     let mut driver = TestDriver::start();
     let mut c = driver.controller().await;
 
-    let source = create(&mut c, nfs_request("pvc-src", port)).await;
+    let source = create(&mut c, nfs_request("pvc-src", port, &[])).await;
     write_tree(&export.join("pvc-src"), "before");
 
-    let snapshot = c
-        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+    let snapshot = try_snapshot(&mut c, "snap-1", &source.volume_id)
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
-        .into_inner()
-        .snapshot
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
     assert!(snapshot.ready_to_use);
     assert_eq!(snapshot.source_volume_id, source.volume_id);
     assert_eq!(snapshot.size_bytes, 5 << 20);
@@ -116,30 +68,21 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
     assert_tree(&export.join(".cairn-snapshots/snap-1"), "before");
 
     // Idempotent on name; the same name for another volume is a conflict.
-    let again = c
-        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+    let again = try_snapshot(&mut c, "snap-1", &source.volume_id)
         .await
-        .unwrap()
-        .into_inner()
-        .snapshot
         .unwrap();
     assert_eq!(again, snapshot);
-    let other = create(&mut c, nfs_request("pvc-other", port)).await;
+    let other = create(&mut c, nfs_request("pvc-other", port, &[])).await;
     assert_code(
-        c.create_snapshot(snapshot_request("snap-1", &other.volume_id))
-            .await,
+        try_snapshot(&mut c, "snap-1", &other.volume_id).await,
         Code::AlreadyExists,
     );
 
     // A restarted controller finds it again: it lives on the export.
     driver.restart();
     let mut c = driver.controller().await;
-    let after_restart = c
-        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+    let after_restart = try_snapshot(&mut c, "snap-1", &source.volume_id)
         .await
-        .unwrap()
-        .into_inner()
-        .snapshot
         .unwrap();
     assert_eq!(after_restart, snapshot);
 
@@ -147,14 +90,20 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
     std::fs::write(export.join("pvc-src/a/b/file"), "after").unwrap();
     let restored = create(
         &mut c,
-        from_snapshot(nfs_request("pvc-restored", port), &snapshot.snapshot_id),
+        with_source(
+            nfs_request("pvc-restored", port, &[]),
+            snap_source(&snapshot.snapshot_id),
+        ),
     )
     .await;
     assert!(restored.content_source.is_some());
     assert_tree(&export.join("pvc-restored"), "before");
     let cloned = create(
         &mut c,
-        from_volume(nfs_request("pvc-clone", port), &source.volume_id),
+        with_source(
+            nfs_request("pvc-clone", port, &[]),
+            vol_source(&source.volume_id),
+        ),
     )
     .await;
     assert_tree(&export.join("pvc-clone"), "after");
@@ -185,9 +134,9 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
     assert!(!export.join(".cairn-snapshots/snap-1").exists());
     assert!(!export.join(".cairn-snapshots/.snap-1.cairn.json").exists());
     assert_code(
-        c.create_volume(from_snapshot(
-            nfs_request("pvc-late", port),
-            &snapshot.snapshot_id,
+        c.create_volume(with_source(
+            nfs_request("pvc-late", port, &[]),
+            snap_source(&snapshot.snapshot_id),
         ))
         .await,
         Code::NotFound,
@@ -233,15 +182,11 @@ async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
 
-    let source = create(&mut c, nfs_request("pvc-src", port)).await;
+    let source = create(&mut c, nfs_request("pvc-src", port, &[])).await;
     write_tree(&export.join("pvc-src"), "snapped");
-    let snapshot = c
-        .create_snapshot(snapshot_request("snap-1", &source.volume_id))
+    let snapshot = try_snapshot(&mut c, "snap-1", &source.volume_id)
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
-        .into_inner()
-        .snapshot
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
 
     // Killed mid-copy: a half copy under the restoring name.
     std::fs::create_dir_all(export.join(".pvc-a.restoring/a")).unwrap();
@@ -253,7 +198,10 @@ async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
     for name in ["pvc-a", "pvc-b"] {
         let v = create(
             &mut c,
-            from_snapshot(nfs_request(name, port), &snapshot.snapshot_id),
+            with_source(
+                nfs_request(name, port, &[]),
+                snap_source(&snapshot.snapshot_id),
+            ),
         )
         .await;
         assert_tree(&export.join(name), "snapped");
@@ -273,9 +221,9 @@ async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
     std::fs::create_dir_all(export.join("pvc-foreign")).unwrap();
     std::fs::write(export.join("pvc-foreign/data"), "theirs").unwrap();
     assert_code(
-        c.create_volume(from_snapshot(
-            nfs_request("pvc-foreign", port),
-            &snapshot.snapshot_id,
+        c.create_volume(with_source(
+            nfs_request("pvc-foreign", port, &[]),
+            snap_source(&snapshot.snapshot_id),
         ))
         .await,
         Code::AlreadyExists,
@@ -310,7 +258,7 @@ async fn a_snapshot_retried_after_a_deadline_is_whole() {
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
 
-    let source = create(&mut c, nfs_request("pvc-big", port)).await;
+    let source = create(&mut c, nfs_request("pvc-big", port, &[])).await;
     let payload: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
     std::fs::write(export.join("pvc-big/data"), &payload).unwrap();
 
@@ -318,13 +266,9 @@ async fn a_snapshot_retried_after_a_deadline_is_whole() {
     hurried.set_timeout(std::time::Duration::from_millis(20));
     let first = c.create_snapshot(hurried).await;
     assert!(first.is_err(), "a 24 MiB copy answered within 20 ms");
-    let snapshot = c
-        .create_snapshot(snapshot_request("snap-big", &source.volume_id))
+    let snapshot = try_snapshot(&mut c, "snap-big", &source.volume_id)
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
-        .into_inner()
-        .snapshot
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
     assert!(snapshot.ready_to_use);
     let copied = std::fs::read(export.join(".cairn-snapshots/snap-big/data")).unwrap();
     assert!(

@@ -12,7 +12,6 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cairn_proto::v1::controller_client::ControllerClient;
-use cairn_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use cairn_proto::v1::*;
 use common::*;
 use sha2::{Digest, Sha256};
@@ -26,60 +25,8 @@ const GIB: u64 = 1 << 30;
 
 // ---- requests ------------------------------------------------------------
 
-fn snapshot_request(name: &str, source: &str) -> CreateSnapshotRequest {
-    CreateSnapshotRequest {
-        source_volume_id: source.into(),
-        name: name.into(),
-        // What external-snapshotter --extra-create-metadata adds.
-        parameters: [
-            ("csi.storage.k8s.io/volumesnapshot/name", "snap"),
-            ("csi.storage.k8s.io/volumesnapshot/namespace", "default"),
-            (
-                "csi.storage.k8s.io/volumesnapshotcontent/name",
-                "snapcontent-1",
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..Default::default()
-    }
-}
-
-fn snap_source(id: &str) -> Option<VolumeContentSource> {
-    Some(VolumeContentSource {
-        r#type: Some(SourceType::Snapshot(SnapshotSource {
-            snapshot_id: id.into(),
-        })),
-    })
-}
-
-fn vol_source(id: &str) -> Option<VolumeContentSource> {
-    Some(VolumeContentSource {
-        r#type: Some(SourceType::Volume(VolumeSource {
-            volume_id: id.into(),
-        })),
-    })
-}
-
 fn from(name: &str, bytes: i64, source: Option<VolumeContentSource>) -> CreateVolumeRequest {
-    let mut req = create_request(name, bytes);
-    req.volume_content_source = source;
-    req
-}
-
-async fn try_snapshot(
-    c: &mut Controller,
-    name: &str,
-    source: &str,
-) -> Result<Snapshot, tonic::Status> {
-    c.create_snapshot(snapshot_request(name, source))
-        .await
-        .map(|r| {
-            r.into_inner()
-                .snapshot
-                .expect("CreateSnapshot returned no snapshot")
-        })
+    with_source(create_request(name, bytes), source)
 }
 
 /// CreateSnapshot repeated, as external-snapshotter does, until ready.

@@ -14,6 +14,7 @@ use cairn_proto::v1::node_client::NodeClient;
 use cairn_proto::v1::volume_capability::{
     access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
 };
+use cairn_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use cairn_proto::v1::*;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
@@ -450,6 +451,89 @@ pub fn create_request(name: &str, bytes: i64) -> CreateVolumeRequest {
         .collect(),
         ..Default::default()
     }
+}
+
+/// A CreateVolume of a StorageClass for NFS volumes on the test server's
+/// `/export` (`extra`: more StorageClass parameters), with the server's
+/// port as a mount option.
+pub fn nfs_request(name: &str, port: u16, extra: &[(&str, &str)]) -> CreateVolumeRequest {
+    let mut req = create_request(name, 5 << 20);
+    req.parameters.insert("server".into(), "127.0.0.1".into());
+    req.parameters.insert("share".into(), "/export".into());
+    for (k, v) in extra {
+        req.parameters.insert(k.to_string(), v.to_string());
+    }
+    req.volume_capabilities = vec![VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            mount_flags: vec![format!("port={port}"), "nfsvers=4.1".into(), "hard".into()],
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::MultiNodeMultiWriter as i32,
+        }),
+    }];
+    req
+}
+
+/// A CreateSnapshot request as external-snapshotter sends it.
+pub fn snapshot_request(name: &str, source: &str) -> CreateSnapshotRequest {
+    CreateSnapshotRequest {
+        source_volume_id: source.into(),
+        name: name.into(),
+        // What external-snapshotter --extra-create-metadata adds.
+        parameters: [
+            ("csi.storage.k8s.io/volumesnapshot/name", "snap"),
+            ("csi.storage.k8s.io/volumesnapshot/namespace", "default"),
+            (
+                "csi.storage.k8s.io/volumesnapshotcontent/name",
+                "snapcontent-1",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..Default::default()
+    }
+}
+
+/// CreateSnapshot; the snapshot it answers with.
+pub async fn try_snapshot(
+    c: &mut ControllerClient<Channel>,
+    name: &str,
+    source: &str,
+) -> Result<Snapshot, tonic::Status> {
+    c.create_snapshot(snapshot_request(name, source))
+        .await
+        .map(|r| {
+            r.into_inner()
+                .snapshot
+                .expect("CreateSnapshot returned no snapshot")
+        })
+}
+
+pub fn snap_source(id: &str) -> Option<VolumeContentSource> {
+    Some(VolumeContentSource {
+        r#type: Some(SourceType::Snapshot(SnapshotSource {
+            snapshot_id: id.into(),
+        })),
+    })
+}
+
+pub fn vol_source(id: &str) -> Option<VolumeContentSource> {
+    Some(VolumeContentSource {
+        r#type: Some(SourceType::Volume(VolumeSource {
+            volume_id: id.into(),
+        })),
+    })
+}
+
+/// `req` filled from a content source (restore, clone).
+pub fn with_source(
+    mut req: CreateVolumeRequest,
+    source: Option<VolumeContentSource>,
+) -> CreateVolumeRequest {
+    req.volume_content_source = source;
+    req
 }
 
 pub fn stage_request(volume_id: &str, staging: &Path) -> NodeStageVolumeRequest {

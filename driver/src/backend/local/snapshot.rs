@@ -45,7 +45,6 @@ use super::jobs::{Job, Jobs};
 use super::{check_compatible, check_parameters, ledger, LocalBackend, Meta, DATA_DIR, META_FILE};
 use crate::backend::{NewVolume, Volume};
 use crate::capability::AccessKind;
-use crate::capacity::Range;
 use crate::copy::{self, CopyStats};
 use crate::durable;
 use crate::error::{Error, Result};
@@ -598,12 +597,10 @@ impl LocalBackend {
                 what(request.access)
             )));
         }
-        let mut capacity = restore_capacity(
-            request.capacity,
-            size,
-            self.default_size,
-            self.max_volume_bytes()?,
-        )?;
+        let mut capacity =
+            request
+                .capacity
+                .for_copy_of(size, self.default_size, self.max_volume_bytes()?)?;
         if holds == AccessKind::Block {
             capacity = super::block::capacity(capacity, &request.capacity)?;
         }
@@ -709,32 +706,6 @@ impl LocalBackend {
         self.copies.snapshots.cancel_all();
         self.copies.restores.cancel_all();
     }
-}
-
-/// The size of a volume made from a source of `size` bytes: the requested
-/// size, at least the source's (OUT_OF_RANGE when the range excludes it,
-/// as the spec's CreateVolume errors say), the source's size when none is
-/// requested.
-fn restore_capacity(range: Range, size: u64, default: u64, max: u64) -> Result<u64> {
-    if let Some(limit) = range.limit {
-        if limit < size {
-            return Err(Error::OutOfRange(format!(
-                "capacity_range.limit_bytes {limit} is below the source's size of {size} bytes"
-            )));
-        }
-    }
-    if range.required > 0 && range.required < size {
-        return Err(Error::OutOfRange(format!(
-            "capacity_range.required_bytes {} is below the source's size of {size} bytes; \
-             a volume cannot be smaller than its source",
-            range.required
-        )));
-    }
-    Range {
-        required: range.required.max(size),
-        limit: range.limit,
-    }
-    .choose(default, max)
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 
 use std::future::Future;
 use std::io::ErrorKind;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use nfs_rs::{Mount, NfsError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ids::{NfsServer, SharePath};
@@ -26,6 +28,8 @@ const MAX_RECORD: u32 = 64 * 1024;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CopyCount {
     pub files: u64,
+    /// Bytes of the regular files copied.
+    pub bytes: u64,
     /// Devices, fifos and sockets, which a copy over NFS cannot recreate.
     pub skipped: u64,
 }
@@ -159,11 +163,35 @@ impl Share {
         }
     }
 
+    /// A small JSON record, `None` when the file does not exist.
+    pub async fn read_json<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        let Some(bytes) = self.read_small(path).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("corrupt record {path} on {}: {e}", self.label)))
+    }
+
+    /// Writes a JSON record whole ([`Self::write_atomic`]).
+    pub async fn write_json<T: Serialize>(&self, path: &str, record: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| Error::Internal(format!("encode record {path}: {e}")))?;
+        self.write_atomic(path, bytes).await
+    }
+
     /// Writes a file whole: a temporary name first, then a rename, so a
-    /// reader sees the old contents or the new, never half.
-    pub async fn write_atomic(&self, path: &str, temp: &str, contents: Vec<u8>) -> Result<()> {
+    /// reader sees the old contents or the new, never half. The temporary
+    /// name is this call's own (pid and time in nanoseconds): several nodes'
+    /// plugins, each pid 1 of its container, may write one record at once
+    /// (every node's resizer expanding one volume); the last rename wins.
+    pub async fn write_atomic(&self, path: &str, contents: Vec<u8>) -> Result<()> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let temp = format!("{path}.tmp-{}-{nanos}", std::process::id());
         let file = self
-            .call("create", self.mount.create_path(temp, Some(0o600)))
+            .call("create", self.mount.create_path(&temp, Some(0o600)))
             .await?;
         self.call(
             "write",
@@ -171,7 +199,7 @@ impl Share {
         )
         .await?;
         let _ = self.mount.close(file.fh).await;
-        self.call("rename", self.mount.rename_path(temp, path))
+        self.call("rename", self.mount.rename_path(&temp, path))
             .await
     }
 
@@ -207,15 +235,15 @@ impl Share {
                 }
                 continue;
             }
-            let entries = match self.list(&dir).await {
+            let entries = match self.entries(&dir).await {
                 Ok(entries) => entries,
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
             pending.push((dir.clone(), true));
-            for (name, is_dir) in entries {
-                let child = format!("{dir}/{name}");
-                if is_dir {
+            for entry in entries {
+                let child = format!("{dir}/{}", entry.name);
+                if entry.kind == TYPE_DIRECTORY {
                     pending.push((child, false));
                 } else {
                     self.remove_file(&child).await?;
@@ -223,28 +251,6 @@ impl Share {
             }
         }
         Ok(())
-    }
-
-    /// Names in `dir` with whether each is a directory (`.`/`..` left out).
-    async fn list(&self, dir: &str) -> Result<Vec<(String, bool)>> {
-        use futures_util::StreamExt;
-        let mut stream = match self.mount.readdirplus_path(dir).await {
-            Ok(stream) => stream,
-            Err(e) => return Err(map_error(&self.label, &format!("readdir {dir}"), e)),
-        };
-        let mut entries = Vec::new();
-        while let Some(entry) = stream.next().await {
-            let entry = entry.map_err(|e| map_error(&self.label, &format!("readdir {dir}"), e))?;
-            if entry.file_name == "." || entry.file_name == ".." {
-                continue;
-            }
-            let is_dir = entry
-                .attr
-                .as_ref()
-                .is_some_and(|a| a.type_ == TYPE_DIRECTORY);
-            entries.push((entry.file_name, is_dir));
-        }
-        Ok(entries)
     }
 
     /// Copies the tree at `from` to `to` (which must not exist) on this
@@ -274,7 +280,7 @@ impl Share {
                         pending.push((src, dst));
                     }
                     TYPE_REGULAR => {
-                        self.copy_file(&src, &dst, entry.mode).await?;
+                        count.bytes += self.copy_file(&src, &dst, entry.mode).await?;
                         count.files += 1;
                     }
                     TYPE_SYMLINK => {
@@ -291,7 +297,8 @@ impl Share {
         Ok(count)
     }
 
-    async fn copy_file(&self, from: &str, to: &str, mode: u32) -> Result<()> {
+    /// Copies one file's contents; returns the bytes written.
+    async fn copy_file(&self, from: &str, to: &str, mode: u32) -> Result<u64> {
         let source = self.call("lookup", self.mount.lookup_path(from)).await?;
         let target = self
             .call("create", self.mount.create_path(to, Some(mode)))
@@ -327,10 +334,11 @@ impl Share {
             }
         }
         let _ = self.mount.close(target.fh).await;
-        Ok(())
+        Ok(written)
     }
 
-    /// Entries of `dir` with type and permission bits (`.`/`..` left out).
+    /// Entries of `dir` with type and permission bits (`.`/`..` left out;
+    /// an entry gone before its attributes could be read is left out too).
     async fn entries(&self, dir: &str) -> Result<Vec<Entry>> {
         use futures_util::StreamExt;
         let mut stream = match self.mount.readdirplus_path(dir).await {
@@ -347,7 +355,11 @@ impl Share {
                 Some(attr) => attr,
                 None => {
                     let path = format!("{dir}/{}", entry.file_name);
-                    self.call("getattr", self.mount.getattr_path(&path)).await?
+                    match self.call("getattr", self.mount.getattr_path(&path)).await {
+                        Ok(attr) => attr,
+                        Err(Error::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             entries.push(Entry {

@@ -63,15 +63,19 @@ fn nfs_id(id: &VolumeId) -> Result<&NfsVolumeId> {
     }
 }
 
+/// The hidden name beside directory `dir` that ends in `suffix`:
+/// `a/b` gives `a/.b<suffix>`. A name starting with '.' is never a volume's
+/// directory, so these never collide with one.
+fn beside(dir: &str, suffix: &str) -> String {
+    match dir.rsplit_once('/') {
+        Some((parent, leaf)) => format!("{parent}/.{leaf}{suffix}"),
+        None => format!(".{dir}{suffix}"),
+    }
+}
+
 /// Where a volume's record lives: beside its directory.
-pub(super) fn record_paths(sub_dir: &SubDir) -> (String, String) {
-    let (parent, leaf) = match sub_dir.as_str().rsplit_once('/') {
-        Some((parent, leaf)) => (format!("{parent}/"), leaf),
-        None => (String::new(), sub_dir.as_str()),
-    };
-    let record = format!("{parent}.{leaf}.cairn.json");
-    let temp = format!("{record}.tmp-{}", std::process::id());
-    (record, temp)
+fn record_path(sub_dir: &SubDir) -> String {
+    beside(sub_dir.as_str(), ".cairn.json")
 }
 
 fn unix_seconds() -> u64 {
@@ -128,16 +132,7 @@ impl NfsBackend {
     }
 
     async fn read_record(&self, share: &Share, id: &NfsVolumeId) -> Result<Option<Record>> {
-        let (path, _) = record_paths(&id.subdir);
-        match share.read_small(&path).await? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::Internal(format!(
-                    "corrupt volume record {path} on {}: {e}",
-                    id.server.as_str()
-                ))
-            }),
-        }
+        share.read_json(&record_path(&id.subdir)).await
     }
 
     fn to_volume(id: &NfsVolumeId, record: Record) -> Volume {
@@ -218,10 +213,7 @@ impl NfsBackend {
                 parameters: request.parameters.clone(),
                 source: source.map(ToString::to_string),
             };
-            let bytes = serde_json::to_vec(&record)
-                .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
-            let (path, temp) = record_paths(&id.subdir);
-            share.write_atomic(&path, &temp, bytes).await?;
+            share.write_json(&record_path(&id.subdir), &record).await?;
             if source.is_some() {
                 self.forget_restore(share, &id).await?;
             }
@@ -303,8 +295,7 @@ impl Backend for NfsBackend {
             // retried) left this; it is never a volume, whatever the policy.
             share.remove_tree(&snapshot::restoring_dir(nfs)).await?;
             // Last: while the record exists, a retry finds the volume.
-            let (record, _) = record_paths(&nfs.subdir);
-            share.remove_file(&record).await
+            share.remove_file(&record_path(&nfs.subdir)).await
         })
     }
 
@@ -348,19 +339,10 @@ impl Backend for NfsBackend {
             if new != record.capacity_bytes {
                 let old = record.capacity_bytes;
                 record.capacity_bytes = new;
-                let bytes = serde_json::to_vec(&record)
-                    .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
                 // Every node's resizer may expand the volume at once (the
-                // `all` overlay), each as pid 1 of its container: a temp
-                // name of this call's own keeps their writes apart (the
-                // last rename wins; all write the same size).
-                let (path, temp) = record_paths(&nfs.subdir);
-                let nanos = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                share
-                    .write_atomic(&path, &format!("{temp}-{nanos}"), bytes)
-                    .await?;
+                // `all` overlay): write_json's temp names keep their writes
+                // apart; the last rename wins, and all write the same size.
+                share.write_json(&record_path(&nfs.subdir), &record).await?;
                 tracing::info!(
                     volume = %id, from = old, to = new,
                     "NFS volume's recorded size raised (recorded, not enforced: NFS has no per-directory limit)"
@@ -604,11 +586,11 @@ mod tests {
     #[test]
     fn records_sit_beside_the_volume_directory() {
         assert_eq!(
-            record_paths(&SubDir::parse("pvc-1").unwrap()).0,
+            record_path(&SubDir::parse("pvc-1").unwrap()),
             ".pvc-1.cairn.json"
         );
         assert_eq!(
-            record_paths(&SubDir::parse("team/pvc-1").unwrap()).0,
+            record_path(&SubDir::parse("team/pvc-1").unwrap()),
             "team/.pvc-1.cairn.json"
         );
     }

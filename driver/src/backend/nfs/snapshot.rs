@@ -13,12 +13,12 @@
 //! point leaves no record, and the retry clears what the crash left and
 //! starts over.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::client::Share;
-use super::{nfs_id, NfsBackend};
+use super::client::{CopyCount, Share};
+use super::{beside, nfs_id, NfsBackend};
 use crate::backend::NewVolume;
 use crate::error::{Error, Result};
 use crate::ids::{NfsSnapshotId, NfsVolumeId, VolumeId, VolumeName, MAX_ID_LEN};
@@ -28,25 +28,18 @@ const SNAPSHOTS_DIR: &str = ".cairn-snapshots";
 /// Marks a restored volume's directory until its record is written.
 const RESTORE_MARKER: &str = ".cairn-restoring";
 
-/// Where a snapshot's parts live on its share.
-trait Paths {
-    fn dir(&self) -> String;
-    fn record(&self) -> String;
-    fn partial(&self) -> String;
+/// Where a snapshot's copy lives on its share; its record and a copy in
+/// progress sit beside it ([`beside`]), as a volume's record does.
+fn snapshot_dir(id: &NfsSnapshotId) -> String {
+    format!("{SNAPSHOTS_DIR}/{}", id.leaf)
 }
 
-impl Paths for NfsSnapshotId {
-    fn dir(&self) -> String {
-        format!("{SNAPSHOTS_DIR}/{}", self.leaf)
-    }
+fn record_path(id: &NfsSnapshotId) -> String {
+    beside(&snapshot_dir(id), ".cairn.json")
+}
 
-    fn record(&self) -> String {
-        format!("{SNAPSHOTS_DIR}/.{}.cairn.json", self.leaf)
-    }
-
-    fn partial(&self) -> String {
-        format!("{SNAPSHOTS_DIR}/.{}.partial", self.leaf)
-    }
+fn partial_dir(id: &NfsSnapshotId) -> String {
+    beside(&snapshot_dir(id), ".partial")
 }
 
 /// What a snapshot's record holds.
@@ -67,12 +60,7 @@ fn now() -> (u64, u32) {
 }
 
 async fn read_snapshot(share: &Share, id: &NfsSnapshotId) -> Result<Option<NfsSnapshot>> {
-    match share.read_small(&id.record()).await? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Internal(format!("corrupt snapshot record {}: {e}", id.record()))),
-    }
+    share.read_json(&record_path(id)).await
 }
 
 impl NfsBackend {
@@ -92,23 +80,24 @@ impl NfsBackend {
         Ok(id)
     }
 
-    /// Copies `source` into a snapshot named `name`; idempotent on name.
+    /// Copies `source` into the snapshot `id` ([`Self::snapshot_id`] of
+    /// `name`); idempotent on name.
     pub fn create_snapshot(
         &self,
+        id: &NfsSnapshotId,
         source: &VolumeId,
         name: &VolumeName,
-    ) -> Result<(NfsSnapshotId, NfsSnapshot)> {
+    ) -> Result<NfsSnapshot> {
         let volume = nfs_id(source)?;
-        let id = Self::snapshot_id(volume, name)?;
         self.with_volume_share(volume, &[], async |share| {
-            if let Some(existing) = read_snapshot(share, &id).await? {
+            if let Some(existing) = read_snapshot(share, id).await? {
                 if existing.name != name.as_str() || existing.source != source.to_string() {
                     return Err(Error::AlreadyExists(format!(
                         "snapshot {:?} already exists for volume {}",
                         existing.name, existing.source
                     )));
                 }
-                return Ok((id, existing));
+                return Ok(existing);
             }
             let record = self
                 .read_record(share, volume)
@@ -116,27 +105,21 @@ impl NfsBackend {
                 .ok_or_else(|| Error::NotFound(format!("source volume {source} does not exist")))?;
             share.mkdir_all(SNAPSHOTS_DIR, 0o700).await?;
             // Whatever an interrupted attempt left; nothing was reported of it.
-            share.remove_tree(&id.partial()).await?;
-            share.remove_tree(&id.dir()).await?;
-            let copied = share
-                .copy_tree(volume.subdir.as_str(), &id.partial())
-                .await?;
-            if copied.skipped > 0 {
-                tracing::warn!(volume = %source, skipped = copied.skipped,
-                    "devices, fifos and sockets are not copied into NFS snapshots");
-            }
-            share.rename(&id.partial(), &id.dir()).await?;
+            let (dir, partial) = (snapshot_dir(id), partial_dir(id));
+            share.remove_tree(&partial).await?;
+            share.remove_tree(&dir).await?;
+            let started = Instant::now();
+            let copied = share.copy_tree(volume.subdir.as_str(), &partial).await?;
+            log_copy("snapshot", &id.to_string(), copied, started);
+            share.rename(&partial, &dir).await?;
             let snapshot = NfsSnapshot {
                 name: name.as_str().to_string(),
                 source: source.to_string(),
                 size_bytes: record.capacity_bytes,
                 created: now(),
             };
-            let bytes = serde_json::to_vec(&snapshot)
-                .map_err(|e| Error::Internal(format!("encode snapshot record: {e}")))?;
-            let temp = format!("{}.tmp-{}", id.record(), std::process::id());
-            share.write_atomic(&id.record(), &temp, bytes).await?;
-            Ok((id, snapshot))
+            share.write_json(&record_path(id), &snapshot).await?;
+            Ok(snapshot)
         })
     }
 
@@ -145,9 +128,9 @@ impl NfsBackend {
         self.with_share(&id.server, id.port, &id.share, &[], async |share| {
             // Record first: from here on the snapshot does not exist, and a
             // retry still removes what is left of the copy.
-            share.remove_file(&id.record()).await?;
-            share.remove_tree(&id.dir()).await?;
-            share.remove_tree(&id.partial()).await
+            share.remove_file(&record_path(id)).await?;
+            share.remove_tree(&snapshot_dir(id)).await?;
+            share.remove_tree(&partial_dir(id)).await
         })
     }
 
@@ -183,7 +166,7 @@ impl NfsBackend {
                 let record = read_snapshot(share, snap)
                     .await?
                     .ok_or_else(|| Error::NotFound(format!("snapshot {snap} does not exist")))?;
-                (snap.dir(), record.size_bytes)
+                (snapshot_dir(snap), record.size_bytes)
             }
             NfsSource::Volume(volume) => {
                 let record = self.read_record(share, volume).await?.ok_or_else(|| {
@@ -195,17 +178,9 @@ impl NfsBackend {
                 (volume.subdir.as_str().to_string(), record.capacity_bytes)
             }
         };
-        let range = request.capacity;
-        if range.limit.is_some_and(|limit| limit < size) {
-            return Err(Error::OutOfRange(format!(
-                "{source} holds {size} bytes; the requested limit is smaller"
-            )));
-        }
-        // The source's size unless more is asked for.
-        let capacity = match range.required.max(size) {
-            0 => range.choose(self.default_size, u64::MAX)?,
-            bytes => bytes,
-        };
+        let capacity = request
+            .capacity
+            .for_copy_of(size, self.default_size, u64::MAX)?;
         let dir = target.subdir.as_str();
         let marker = format!("{dir}/{RESTORE_MARKER}");
         if share.exists(dir).await? {
@@ -226,18 +201,13 @@ impl NfsBackend {
         }
         let partial = restoring_dir(target);
         share.remove_tree(&partial).await?;
+        let started = Instant::now();
         let copied = share.copy_tree(&from, &partial).await?;
-        if copied.skipped > 0 {
-            tracing::warn!(source = %source, skipped = copied.skipped,
-                "devices, fifos and sockets are not copied between NFS volumes");
-        }
+        let what = format!("{} from {source}", VolumeId::Nfs(target.clone()));
+        log_copy("restore", &what, copied, started);
         let partial_marker = format!("{partial}/{RESTORE_MARKER}");
         share
-            .write_atomic(
-                &partial_marker,
-                &format!("{partial_marker}.tmp"),
-                request.name.as_str().as_bytes().to_vec(),
-            )
+            .write_atomic(&partial_marker, request.name.as_str().as_bytes().to_vec())
             .await?;
         share.rename(&partial, dir).await?;
         Ok(capacity)
@@ -251,14 +221,30 @@ impl NfsBackend {
     }
 }
 
+/// One line per finished copy: NFS copies can take minutes, and what they
+/// left out (devices, fifos, sockets) must not pass silently.
+fn log_copy(what: &str, id: &str, copied: CopyCount, started: Instant) {
+    let copy_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (files, bytes, skipped) = (copied.files, copied.bytes, copied.skipped);
+    if skipped > 0 {
+        tracing::warn!(
+            what,
+            id,
+            copy_ms,
+            files,
+            bytes,
+            skipped,
+            "NFS copy finished; devices, fifos and sockets were left out"
+        );
+    } else {
+        tracing::info!(what, id, copy_ms, files, bytes, "NFS copy finished");
+    }
+}
+
 /// Where a restore into `target` copies before renaming into place: a
 /// dot name beside the volume's directory, never a volume itself.
 pub(super) fn restoring_dir(target: &NfsVolumeId) -> String {
-    let dir = target.subdir.as_str();
-    match dir.rsplit_once('/') {
-        Some((parent, leaf)) => format!("{parent}/.{leaf}.restoring"),
-        None => format!(".{dir}.restoring"),
-    }
+    beside(target.subdir.as_str(), ".restoring")
 }
 
 /// Where a new NFS volume's content comes from.

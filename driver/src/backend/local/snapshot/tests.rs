@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::backend::Backend;
+use crate::capacity::Range;
 use crate::ids::NodeId;
 
 fn backend(root: &Path) -> Arc<LocalBackend> {
@@ -241,29 +242,4 @@ async fn restart_removes_half_made_snapshots_and_keeps_whole_ones() {
     let all = b.list_snapshots(None, 0, None).unwrap();
     assert_eq!(all.snapshots.len(), 1);
     assert!(all.snapshots[0].ready);
-}
-
-#[test]
-fn restore_sizes() {
-    let r = |required, limit| Range { required, limit };
-    assert_eq!(restore_capacity(r(0, None), 100, 50, 1000).unwrap(), 100);
-    assert_eq!(restore_capacity(r(200, None), 100, 50, 1000).unwrap(), 200);
-    assert_eq!(
-        restore_capacity(r(0, Some(150)), 100, 50, 1000).unwrap(),
-        100
-    );
-    assert_eq!(
-        restore_capacity(r(100, Some(100)), 100, 50, 1000).unwrap(),
-        100
-    );
-    for bad in [r(99, None), r(0, Some(99))] {
-        assert!(matches!(
-            restore_capacity(bad, 100, 50, 1000),
-            Err(Error::OutOfRange(_))
-        ));
-    }
-    assert!(matches!(
-        restore_capacity(r(0, None), 2000, 50, 1000),
-        Err(Error::OutOfRange(_))
-    ));
 }
