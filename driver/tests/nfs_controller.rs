@@ -296,3 +296,125 @@ async fn nfsv3_through_rpcbind_in_a_private_network_namespace() {
     assert!(!export.join("pvc-v3").exists());
     assert!(!export.join(".pvc-v3.cairn.json").exists());
 }
+
+fn kernel_has_nfs() -> bool {
+    std::fs::read_to_string("/proc/filesystems").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.trim_start_matches("nodev").trim() == "nfs")
+    })
+}
+
+/// A server that refuses the connection, or whose name does not resolve,
+/// is as unreachable as a silent one: every call that has to reach it
+/// answers UNAVAILABLE (the caller retries), never INTERNAL.
+#[tokio::test]
+async fn refused_and_unresolvable_servers_are_unavailable_for_every_call() {
+    require!(require_nfs_lab());
+    let driver = TestDriver::start_with(&["--nfs-timeout", "5"]);
+    let mut c = driver.controller().await;
+    let mut n = driver.node().await;
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut wrong = Vec::new();
+    for (host, port) in [("127.0.0.1", closed_port), ("nonexistent.invalid", 2049)] {
+        let request = {
+            let mut r = nfs_request("pvc-gone", port, &[]);
+            r.parameters.insert("server".into(), host.into());
+            r
+        };
+        let volume_id = format!("nfs:d:{port}:{host}#/export#pvc-gone");
+        let snapshot_id = format!("nfs-snap:{port}:{host}#/export#snap-gone");
+        let mut expect = |call: &str, status: Result<(), tonic::Status>| match status {
+            Ok(()) => wrong.push(format!("{call} against {host}:{port}: succeeded")),
+            Err(s) if s.code() == Code::Unavailable => {}
+            Err(s) => wrong.push(format!(
+                "{call} against {host}:{port}: {:?} {}",
+                s.code(),
+                s.message()
+            )),
+        };
+        expect(
+            "CreateVolume",
+            c.create_volume(request.clone()).await.map(drop),
+        );
+        expect(
+            "DeleteVolume",
+            c.delete_volume(delete(&volume_id)).await.map(drop),
+        );
+        expect(
+            "ControllerExpandVolume",
+            c.controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: volume_id.clone(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: 10 << 20,
+                    limit_bytes: 0,
+                }),
+                volume_capability: request.volume_capabilities.first().cloned(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        );
+        expect(
+            "ValidateVolumeCapabilities",
+            c.validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+                volume_id: volume_id.clone(),
+                volume_capabilities: request.volume_capabilities.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        );
+        expect(
+            "ControllerGetVolume",
+            c.controller_get_volume(ControllerGetVolumeRequest {
+                volume_id: volume_id.clone(),
+            })
+            .await
+            .map(drop),
+        );
+        expect(
+            "CreateSnapshot",
+            c.create_snapshot(snapshot_request("snap-gone", &volume_id))
+                .await
+                .map(drop),
+        );
+        expect(
+            "ListSnapshots",
+            c.list_snapshots(ListSnapshotsRequest {
+                snapshot_id: snapshot_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        );
+        expect(
+            "GetCapacity",
+            c.get_capacity(GetCapacityRequest {
+                parameters: request.parameters.clone(),
+                volume_capabilities: request.volume_capabilities.clone(),
+                accessible_topology: None,
+            })
+            .await
+            .map(drop),
+        );
+        let staging = driver.staging_path(&volume_id);
+        let mut stage = stage_request(&volume_id, &staging);
+        stage.volume_capability = request.volume_capabilities.first().cloned();
+        // Without the kernel's NFS client (a container) mount.nfs fails
+        // with "No such device" before it could try the refused port; the
+        // name lookup comes first and is checked either way.
+        if host != "127.0.0.1" || kernel_has_nfs() {
+            expect(
+                "NodeStageVolume",
+                n.node_stage_volume(stage).await.map(drop),
+            );
+        } else {
+            eprintln!("NodeStageVolume to a refused port not checked: no nfs in /proc/filesystems");
+        }
+        assert_eq!(mounts_below(driver.dir.path()), 0, "a failed stage mounted");
+    }
+    assert!(wrong.is_empty(), "not UNAVAILABLE:\n{}", wrong.join("\n"));
+}

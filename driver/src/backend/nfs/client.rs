@@ -47,25 +47,27 @@ pub struct Share {
     deadline: Duration,
 }
 
-fn url(server: &NfsServer, port: u16, share: &SharePath, version: Option<&str>) -> String {
+/// Versions the controller tries, in order, when the mount options name
+/// none: 4.1, then 3 (through rpcbind).
+const DEFAULT_VERSIONS: &[&str] = &["4.1", "3"];
+
+fn url(server: &NfsServer, port: u16, share: &SharePath, version: &str) -> String {
     let host = server.host();
-    // Without a version the controller tries 4.1, then 3 (through rpcbind).
-    let version = version.unwrap_or("4.1,3");
     format!(
         "nfs://{host}:{port}{}?nfsport={port}&version={version}",
         share.as_str()
     )
 }
 
-/// Maps an NFS failure to the code the caller can act on.
-fn map_error(label: &str, action: &str, err: NfsError) -> Error {
-    let message = format!("NFS {label}: {action}: {err}");
+/// How the caller can act on an NFS failure: the one place NFS client
+/// errors become the driver's error codes.
+fn classify(err: &NfsError) -> fn(String) -> Error {
     if err.is_not_found() {
-        return Error::NotFound(message);
+        return Error::NotFound;
     }
     match err.kind() {
-        ErrorKind::PermissionDenied => Error::PermissionDenied(message),
-        ErrorKind::NotFound => Error::NotFound(message),
+        ErrorKind::PermissionDenied => Error::PermissionDenied,
+        ErrorKind::NotFound => Error::NotFound,
         ErrorKind::ConnectionRefused
         | ErrorKind::ConnectionReset
         | ErrorKind::ConnectionAborted
@@ -74,10 +76,60 @@ fn map_error(label: &str, action: &str, err: NfsError) -> Error {
         | ErrorKind::HostUnreachable
         | ErrorKind::NetworkUnreachable
         | ErrorKind::BrokenPipe
-        | ErrorKind::UnexpectedEof => Error::Unavailable(message),
-        _ if err.is_connection_lost() || err.is_server_busy() => Error::Unavailable(message),
+        | ErrorKind::UnexpectedEof => Error::Unavailable,
+        _ if err.is_connection_lost() || err.is_server_busy() => Error::Unavailable,
+        _ => Error::Internal,
+    }
+}
+
+/// Maps an NFS failure to the code the caller can act on.
+fn map_error(label: &str, action: &str, err: NfsError) -> Error {
+    classify(&err)(format!("NFS {label}: {action}: {err}"))
+}
+
+/// Which failure of several connection attempts (one per version) the
+/// caller hears of: a server's own answer (no permission, no such export)
+/// says more than a refused connection, which says more than the rest. A
+/// server that only refused or was unreachable is Unavailable: retry later.
+fn first_telling(failures: Vec<Error>) -> Error {
+    let rank = |e: &Error| match e {
+        Error::PermissionDenied(_) | Error::NotFound(_) => 0,
+        Error::Unavailable(_) => 1,
+        _ => 2,
+    };
+    let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    let chosen = failures
+        .into_iter()
+        .min_by_key(rank)
+        .unwrap_or_else(|| Error::Internal("no NFS version to try".into()));
+    let message = messages.join("; ");
+    match chosen {
+        Error::PermissionDenied(_) => Error::PermissionDenied(message),
+        Error::NotFound(_) => Error::NotFound(message),
+        Error::Unavailable(_) => Error::Unavailable(message),
         _ => Error::Internal(message),
     }
+}
+
+/// Resolves the server's name before the client does: a name that does
+/// not resolve (a typo, DNS down) reaches us from the client only as
+/// words, and is as unreachable as a refused connection.
+async fn resolve(label: &str, server: &NfsServer, port: u16) -> Result<()> {
+    let found = tokio::net::lookup_host((server.as_str(), port))
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "NFS {label}: cannot resolve {}: {e}",
+                server.as_str()
+            ))
+        })?;
+    if found.count() == 0 {
+        return Err(Error::Unavailable(format!(
+            "NFS {label}: {} resolves to no address",
+            server.as_str()
+        )));
+    }
+    Ok(())
 }
 
 async fn bounded<T>(
@@ -103,14 +155,31 @@ impl Share {
         deadline: Duration,
     ) -> Result<Self> {
         let label = format!("{}:{}", server.as_str(), share.as_str());
-        let url = url(server, port, share, version);
-        let mount = bounded(
-            &label,
-            "connect",
-            deadline,
-            nfs_rs::parse_url_and_mount(&url),
-        )
-        .await?;
+        let versions = version.map_or(DEFAULT_VERSIONS.to_vec(), |v| vec![v]);
+        // One version at a time, so each failure keeps its kind (the
+        // client's own fallback joins them into one string).
+        let attempts = async {
+            resolve(&label, server, port).await?;
+            let mut failures = Vec::new();
+            for version in versions {
+                let url = url(server, port, share, version);
+                match nfs_rs::parse_url_and_mount(&url).await {
+                    Ok(mount) => return Ok(mount),
+                    Err(e) => {
+                        failures.push(map_error(&label, &format!("connect (NFS {version})"), e))
+                    }
+                }
+            }
+            Err(first_telling(failures))
+        };
+        let mount = match tokio::time::timeout(deadline, attempts).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::Unavailable(format!(
+                    "NFS {label}: connect: no answer within {deadline:?}"
+                )))
+            }
+        };
         Ok(Self {
             mount,
             label,
@@ -394,13 +463,27 @@ mod tests {
                 &NfsServer::parse("127.0.0.1").unwrap(),
                 20490,
                 &share,
-                Some("4.1")
+                "4.1"
             ),
             "nfs://127.0.0.1:20490/export?nfsport=20490&version=4.1"
         );
         assert_eq!(
-            url(&NfsServer::parse("fd00::5").unwrap(), 2049, &share, None),
-            "nfs://[fd00::5]:2049/export?nfsport=2049&version=4.1,3"
+            url(&NfsServer::parse("fd00::5").unwrap(), 2049, &share, "3"),
+            "nfs://[fd00::5]:2049/export?nfsport=2049&version=3"
         );
+    }
+
+    #[test]
+    fn a_server_answer_outranks_a_refused_connection_which_outranks_the_rest() {
+        let refused = || Error::Unavailable("4.1: connection refused".into());
+        let odd = || Error::Internal("3: portmapper said something odd".into());
+        let denied = || Error::PermissionDenied("3: access denied".into());
+        let chosen = first_telling(vec![refused(), odd()]);
+        assert!(matches!(chosen, Error::Unavailable(_)), "{chosen:?}");
+        // Every attempt's failure stays in the message.
+        assert!(chosen.to_string().contains("portmapper"), "{chosen}");
+        let chosen = first_telling(vec![refused(), denied()]);
+        assert!(matches!(chosen, Error::PermissionDenied(_)), "{chosen:?}");
+        assert!(matches!(first_telling(vec![odd()]), Error::Internal(_)));
     }
 }

@@ -415,6 +415,11 @@ impl Backend for NfsBackend {
                 Self::mount_source(nfs),
                 self.mount_timeout
             )),
+            _ if server_unreachable(&e.to_string()) => Error::Unavailable(format!(
+                "mounting {} at {}: the server cannot be reached: {e}",
+                Self::mount_source(nfs),
+                staging.display()
+            )),
             _ => Error::io("mount NFS volume at", staging)(e),
         })
     }
@@ -512,6 +517,24 @@ impl NfsBackend {
     }
 }
 
+/// Whether mount.nfs failed because the server could not be reached. The
+/// helper exits 32 for every failure and says why only in words, so its
+/// words are all there is to go on; these are its messages (nfs-utils) for
+/// a refused connection, a name that does not resolve and an unreachable
+/// or silent host.
+fn server_unreachable(message: &str) -> bool {
+    [
+        "Connection refused",
+        "Failed to resolve server",
+        "No route to host",
+        "Network is unreachable",
+        "Connection timed out",
+        "timed out",
+    ]
+    .iter()
+    .any(|words| message.contains(words))
+}
+
 /// Why a bounded statvfs gave no numbers.
 #[derive(Debug)]
 enum StatError {
@@ -593,6 +616,25 @@ mod tests {
             record_path(&SubDir::parse("team/pvc-1").unwrap()),
             "team/.pvc-1.cairn.json"
         );
+    }
+
+    #[test]
+    fn mount_nfs_failures_of_reach_are_told_apart() {
+        for reach in [
+            "mount.nfs: Connection refused",
+            "mount.nfs: Failed to resolve server nonexistent.invalid: Name or service not known",
+            "mount.nfs: No route to host",
+            "mount.nfs: Connection timed out",
+        ] {
+            assert!(server_unreachable(reach), "{reach}");
+        }
+        for other in [
+            "mount.nfs: access denied by server while mounting 10.0.0.5:/x",
+            "mount.nfs: No such device",
+            "mount.nfs: an incorrect mount option was specified",
+        ] {
+            assert!(!server_unreachable(other), "{other}");
+        }
     }
 
     #[test]
