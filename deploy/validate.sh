@@ -11,8 +11,12 @@
 # 2. Renders deploy/local, deploy/nfs and deploy/all with `kubectl kustomize`.
 # 3. Runs deploy/hack/check_manifests.py on them and on deploy/examples:
 #    schema of every object (strict) for each Kubernetes version in
-#    KUBE_VERSIONS, pinned images, names that must agree, references, and
-#    every --flag given to cairn-csi against `$CAIRN_CSI serve --help`.
+#    KUBE_VERSIONS, pinned images, names that must agree, namespaces,
+#    references, every --flag given to cairn-csi against
+#    `$CAIRN_CSI serve --help`, immutable CSIDriver fields identical across
+#    overlays, and the examples against the walkthrough in deploy/README.md
+#    (restores at least their source's size after its expansion step; no
+#    restore applied with, or before, its snapshot).
 # Exits non-zero on any failure; the last line is the summary.
 set -euo pipefail
 
@@ -77,6 +81,8 @@ for file in "$here"/examples/*/*.yaml; do
   examples+=(--examples "deploy/${file#"$here"/}=$file")
 done
 
+walkthroughs=(--walkthrough "deploy/README.md=$here/README.md")
+
 if ! "$CAIRN_CSI" serve --help >"$work/cairn-help.txt" 2>"$work/cairn-help.err"; then
   cat "$work/cairn-help.err" >&2
   die "\`$CAIRN_CSI serve --help\` failed"
@@ -87,5 +93,5 @@ versions=()
 for v in $KUBE_VERSIONS; do versions+=(--kube-version "$v"); done
 rc=0
 PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" "$here/hack/check_manifests.py" \
-  --cairn-help "$work/cairn-help.txt" "${versions[@]}" "${examples[@]}" "${rendered[@]}" || rc=$?
+  --cairn-help "$work/cairn-help.txt" "${versions[@]}" "${examples[@]}" "${walkthroughs[@]}" "${rendered[@]}" || rc=$?
 exit "$rc"
