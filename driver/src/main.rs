@@ -1,5 +1,7 @@
 //! `cairn-csi`: parse flags, set up logging, run.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -7,8 +9,11 @@ use cairn_csi::cli::{Cli, Command, LogFormat};
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a container's stderr is a
+    // log file, where escape codes are noise to every reader and grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -1,5 +1,6 @@
 //! Prometheus metrics: per-RPC counts by gRPC code and latency histograms,
-//! volumes by backend, mounts held, build info.
+//! volumes by backend, mounts held, the largest local volume this node
+//! would take, build info.
 //!
 //! RPC metrics are recorded as calls finish; volume and mount counts are
 //! read when scraped, so no RPC pays for them.
@@ -44,6 +45,10 @@ pub struct Metrics {
     pub durations: Family<MethodLabels, Histogram>,
     pub volumes: Family<BackendLabels, Gauge>,
     pub mounts: Family<MountLabels, Gauge>,
+    /// GetCapacity's `maximum_volume_size` for local volumes: 0 when this
+    /// node refuses every new one (an unenforcing root under
+    /// `--unenforced-capacity=refuse`), which an alert should name.
+    pub local_maximum_volume_bytes: Gauge,
     build: Family<BuildLabels, Gauge>,
 }
 
@@ -62,6 +67,7 @@ impl Metrics {
             durations: Family::new_with_constructor(latency_buckets),
             volumes: Family::default(),
             mounts: Family::default(),
+            local_maximum_volume_bytes: Gauge::default(),
             build: Family::default(),
         };
         metrics
@@ -108,6 +114,11 @@ impl Metrics {
             "mounts",
             "Volume mounts held on this node (staging and publish)",
             self.mounts.clone(),
+        );
+        registry.register(
+            "local_maximum_volume_bytes",
+            "Largest local volume this node would create now (0: it refuses every new one)",
+            self.local_maximum_volume_bytes.clone(),
         );
         registry.register(
             "build_info",
