@@ -13,7 +13,8 @@ use crate::capability::{access_kind_of, check_one_well_formed, check_well_formed
 use crate::capacity::Range;
 use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
-use crate::ids::{VolumeId, VolumeKey, VolumeName};
+use crate::ids::{VolumeId, VolumeName};
+use crate::page_token;
 use crate::rpc::{blocking, observe, observe_to_completion};
 use crate::topology;
 
@@ -147,7 +148,13 @@ impl ControllerService {
     }
 
     async fn delete(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse> {
-        let id = VolumeId::parse(&req.volume_id)?;
+        let id = match VolumeId::parse(&req.volume_id) {
+            Ok(id) => id,
+            // An id Cairn never issued: that volume does not exist, which
+            // is what DeleteVolume is asked to bring about (spec: OK).
+            Err(Error::NotFound(_)) => return Ok(DeleteVolumeResponse {}),
+            Err(e) => return Err(e),
+        };
         let backend = self.0.backends.for_id(&id)?;
         let _guard = self.0.locks.lock(&id.lock_key()).await;
         crate::snapshots::stop_restore(&self.0, &id).await;
@@ -208,16 +215,7 @@ impl ControllerService {
     async fn list(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
         let max = usize::try_from(req.max_entries)
             .map_err(|_| Error::InvalidArgument("max_entries must not be negative".into()))?;
-        let after = if req.starting_token.is_empty() {
-            None
-        } else {
-            Some(VolumeKey::parse(&req.starting_token).map_err(|_| {
-                Error::Aborted(format!(
-                    "starting_token {:?} is not a token this driver issued",
-                    req.starting_token
-                ))
-            })?)
-        };
+        let after = page_token::parse("volumes", &req.starting_token)?;
         let Some(local) = self.0.backends.local.clone() else {
             return Err(Error::Unimplemented(
                 "ListVolumes lists local volumes, which this cairn-csi does not serve".into(),
@@ -243,7 +241,10 @@ impl ControllerService {
             .collect();
         Ok(ListVolumesResponse {
             entries,
-            next_token: page.next.map(|k| k.to_string()).unwrap_or_default(),
+            next_token: page
+                .next
+                .map(|k| page_token::issue("volumes", &k))
+                .unwrap_or_default(),
         })
     }
 

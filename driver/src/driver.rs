@@ -4,6 +4,7 @@ use crate::backend::Backends;
 use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
 use crate::paths::KubeletDir;
+use crate::published::PublishedRecords;
 use crate::staged::StagedRecords;
 
 /// Which kinds of volumes this process serves.
@@ -41,6 +42,8 @@ pub struct Driver {
     pub kubelet: Option<KubeletDir>,
     /// Which volume is staged where; present when the node service runs.
     pub staged: Option<StagedRecords>,
+    /// Which volume is published where, and how; present with `staged`.
+    pub published: Option<PublishedRecords>,
     pub max_volumes_per_node: i64,
     /// Serializes calls on one volume (keyed by volume key or id).
     pub locks: KeyedLocks,

@@ -80,6 +80,20 @@ impl Error {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_keeps_short_values_and_cuts_long_ones() {
+        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
+        let long = "é".repeat(1000);
+        let quoted = quote(&long);
+        assert!(quoted.len() < QUOTE_LIMIT + 40, "{}", quoted.len());
+        assert!(quoted.ends_with("... (2000 bytes)"), "{quoted}");
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         tonic::Status::new(err.code(), err.to_string())
@@ -91,6 +105,24 @@ impl From<tokio::task::JoinError> for Error {
         Error::Internal(format!("blocking task failed: {err}"))
     }
 }
+
+/// Untrusted input as quoted in an error or a log line: at most
+/// [`QUOTE_LIMIT`] bytes of it. A whole 1 MB token in a message would exceed
+/// the client's header limit and hide the real error behind
+/// RESOURCE_EXHAUSTED.
+pub fn quote(raw: &str) -> String {
+    if raw.len() <= QUOTE_LIMIT {
+        return format!("{raw:?}");
+    }
+    let mut end = QUOTE_LIMIT;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &raw[..end], raw.len())
+}
+
+/// How much of an untrusted value [`quote`] keeps.
+pub const QUOTE_LIMIT: usize = 200;
 
 /// Shorthand for the common "required field is missing" error.
 pub fn missing(field: &str) -> Error {

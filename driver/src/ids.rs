@@ -9,7 +9,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::Error;
+use crate::error::{quote, Error};
 
 /// CSI's general limit for strings, ids included (spec.md, "Size Limits").
 pub const MAX_ID_LEN: usize = 128;
@@ -39,12 +39,14 @@ fn check_safe(what: &str, value: &str, max_len: usize) -> Result<(), Error> {
     }
     if let Some(bad) = value.chars().find(|c| !is_safe_char(*c)) {
         return Err(Error::InvalidArgument(format!(
-            "{what} {value:?} contains {bad:?}; only letters, digits, '-', '_' and '.' are allowed"
+            "{what} {} contains {bad:?}; only letters, digits, '-', '_' and '.' are allowed",
+            quote(value)
         )));
     }
     if value.starts_with('.') {
         return Err(Error::InvalidArgument(format!(
-            "{what} {value:?} must not start with '.'"
+            "{what} {} must not start with '.'",
+            quote(value)
         )));
     }
     Ok(())
@@ -308,19 +310,27 @@ impl VolumeId {
         VolumeId::Local(LocalVolumeId { node, key })
     }
 
+    /// Parses a volume id from a request. Empty is InvalidArgument (a
+    /// required field is missing); anything else that is not an id Cairn
+    /// issues names a volume that does not exist: NotFound, which
+    /// DeleteVolume answers with success (an unknown PV handle must still
+    /// be releasable). Parsing never touches the filesystem.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         if raw.is_empty() {
             return Err(Error::InvalidArgument("volume_id is required".into()));
         }
+        let malformed = |why: String| {
+            Error::NotFound(format!(
+                "volume {} does not exist: it is not a Cairn volume id ({why})",
+                quote(raw)
+            ))
+        };
         if raw.len() > MAX_ID_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "volume_id is {} bytes long; at most {MAX_ID_LEN} are allowed",
+            return Err(malformed(format!(
+                "{} bytes long; Cairn ids are at most {MAX_ID_LEN}",
                 raw.len()
             )));
         }
-        let malformed = |why: String| {
-            Error::InvalidArgument(format!("volume_id {raw:?} is not a Cairn volume id: {why}"))
-        };
         let (tag, rest) = raw
             .split_once(':')
             .ok_or_else(|| malformed("expected <backend>:...".into()))?;
@@ -409,9 +419,10 @@ impl NfsSnapshotId {
     /// Parses the part after `nfs-snap:`.
     pub fn parse(rest: &str) -> Result<Self, Error> {
         let malformed = || {
-            Error::InvalidArgument(format!(
-                "snapshot id {NFS_SNAPSHOT_TAG}:{rest} is not a Cairn NFS snapshot id \
-                 ({NFS_SNAPSHOT_TAG}:<port>:<server>#<share>#<name>)"
+            Error::NotFound(format!(
+                "snapshot {} does not exist: it is not a Cairn NFS snapshot id \
+                 ({NFS_SNAPSHOT_TAG}:<port>:<server>#<share>#<name>)",
+                quote(&format!("{NFS_SNAPSHOT_TAG}:{rest}"))
             ))
         };
         let (port, location) = rest.split_once(':').ok_or_else(malformed)?;
@@ -479,17 +490,19 @@ impl SnapshotId {
         if raw.is_empty() {
             return Err(Error::InvalidArgument("snapshot_id is required".into()));
         }
+        // Like a volume id: what Cairn never issued does not exist.
+        let malformed = |why: String| {
+            Error::NotFound(format!(
+                "snapshot {} does not exist: it is not a Cairn snapshot id ({why})",
+                quote(raw)
+            ))
+        };
         if raw.len() > MAX_ID_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot_id is {} bytes long; at most {MAX_ID_LEN} are allowed",
+            return Err(malformed(format!(
+                "{} bytes long; Cairn ids are at most {MAX_ID_LEN}",
                 raw.len()
             )));
         }
-        let malformed = |why: String| {
-            Error::InvalidArgument(format!(
-                "snapshot_id {raw:?} is not a Cairn snapshot id: {why}"
-            ))
-        };
         if let Some(rest) = raw
             .strip_prefix(NFS_SNAPSHOT_TAG)
             .and_then(|r| r.strip_prefix(':'))
@@ -655,9 +668,23 @@ mod tests {
             "local:node-a:~0123456789ABCDEF0123456789abcdef",
             "local:node-a:pvc\0",
         ] {
-            assert!(VolumeId::parse(bad).is_err(), "{bad:?} accepted");
+            let code = VolumeId::parse(bad).expect_err(bad).code();
+            // An id Cairn never issued names no volume; only a missing one
+            // is a bad request.
+            let expected = if bad.is_empty() {
+                tonic::Code::InvalidArgument
+            } else {
+                tonic::Code::NotFound
+            };
+            assert_eq!(code, expected, "{bad:?}");
         }
-        assert!(VolumeId::parse(&format!("local:n:{}", "a".repeat(200))).is_err());
+        let long = format!("local:n:{}", "a".repeat(100_000));
+        let err = VolumeId::parse(&long).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert!(
+            err.to_string().len() < 400,
+            "the message quotes the whole id"
+        );
     }
     #[test]
     fn nfs_snapshot_ids_round_trip_and_hostile_ones_are_refused() {
@@ -710,8 +737,19 @@ mod tests {
             "snap:node-a:s\0",
             "SNAP:node-a:s",
         ] {
-            assert!(SnapshotId::parse(bad).is_err(), "{bad:?} accepted");
+            let code = SnapshotId::parse(bad).expect_err(bad).code();
+            let expected = if bad.is_empty() {
+                tonic::Code::InvalidArgument
+            } else {
+                tonic::Code::NotFound
+            };
+            assert_eq!(code, expected, "{bad:?}");
         }
-        assert!(SnapshotId::parse(&format!("snap:n:{}", "a".repeat(200))).is_err());
+        assert_eq!(
+            SnapshotId::parse(&format!("snap:n:{}", "a".repeat(200)))
+                .unwrap_err()
+                .code(),
+            tonic::Code::NotFound
+        );
     }
 }

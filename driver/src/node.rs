@@ -25,6 +25,7 @@ use crate::error::{missing, Error, Result};
 use crate::ids::VolumeId;
 use crate::mount::{self, PathState};
 use crate::paths::{KubeletDir, KubeletPath};
+use crate::published::{Publication, PublishedRecords};
 use crate::rpc::{blocking, observe, observe_to_completion};
 use crate::staged::StagedRecords;
 use crate::topology;
@@ -61,6 +62,20 @@ fn check_capability<'a>(
         .supports(cap)
         .map_err(|u| Error::FailedPrecondition(u.0))?;
     Ok(cap)
+}
+
+/// A required string field: missing is InvalidArgument, checked before
+/// anything else so that a request missing a field is told so even when
+/// its other fields name nothing that exists.
+fn require(value: &str, field: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(missing(field));
+    }
+    Ok(())
+}
+
+fn require_capability(cap: Option<&VolumeCapability>) -> Result<()> {
+    cap.map(|_| ()).ok_or_else(|| missing("volume_capability"))
 }
 
 fn inspect(path: &Path) -> Result<Option<PathState>> {
@@ -128,6 +143,13 @@ impl NodeService {
             .ok_or_else(|| Error::Internal("node service without staged records".into()))
     }
 
+    fn published(&self) -> Result<PublishedRecords> {
+        self.0
+            .published
+            .clone()
+            .ok_or_else(|| Error::Internal("node service without publication records".into()))
+    }
+
     fn kubelet(&self) -> Result<&KubeletDir> {
         self.0
             .kubelet
@@ -136,15 +158,27 @@ impl NodeService {
     }
 
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse> {
-        let id = VolumeId::parse(&req.volume_id)?;
+        require(&req.volume_id, "volume_id")?;
         let kubelet = self.kubelet()?.clone();
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
+        require_capability(req.volume_capability.as_ref())?;
+        let id = VolumeId::parse(&req.volume_id)?;
         let backend = self.0.backends.for_id(&id)?;
         let cap = check_capability(&*backend, req.volume_capability.as_ref())?.clone();
         let records = self.staged()?;
-        let _guard = self.0.locks.lock(&req.volume_id).await;
+        let published = self.published()?;
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
         blocking(move || {
             let staging = kubelet.resolve(&staging, true)?;
+            if let Some(there) = published.at(&staging)? {
+                if is_live(&there)? {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} is where volume {} is published; volume {id} cannot be staged there",
+                        staging.display(),
+                        there.volume_id
+                    )));
+                }
+            }
             let state = mount_point_dir(&staging)?;
             if let Some(other) = records.lookup(&staging)? {
                 if other != id.to_string() && state.is_some_and(|s| s.is_mount_root) {
@@ -162,16 +196,26 @@ impl NodeService {
     }
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse> {
-        let id = VolumeId::parse(&req.volume_id)?;
+        require(&req.volume_id, "volume_id")?;
         let kubelet = self.kubelet()?.clone();
         let staging = kubelet.check(&req.staging_target_path, "staging_target_path")?;
+        let id = VolumeId::parse(&req.volume_id)?;
         let records = self.staged()?;
         // A volume of a backend this process does not serve was never staged here.
         let backend = self.0.backends.for_id(&id).ok();
-        let _guard = self.0.locks.lock(&req.volume_id).await;
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
         blocking(move || {
             // The kubelet owns the staging directory and removes it itself.
             if let Some(staging) = resolve_existing(&kubelet, &staging)? {
+                if let Some(other) = records.lookup(&staging)? {
+                    let mounted = inspect(&staging)?.is_some_and(|s| s.is_mount_root);
+                    if other != id.to_string() && mounted {
+                        return Err(Error::FailedPrecondition(format!(
+                            "{} holds volume {other}, not {id}; left as it is",
+                            staging.display()
+                        )));
+                    }
+                }
                 mount::unmount_all(&staging).map_err(Error::io("unmount", &staging))?;
             }
             // Loop devices of a block volume go even when the path is gone.
@@ -189,9 +233,11 @@ impl NodeService {
         if ephemeral::is_ephemeral(&req.volume_context) {
             return self.publish_inline(req).await;
         }
-        let id = VolumeId::parse(&req.volume_id)?;
+        require(&req.volume_id, "volume_id")?;
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
+        require_capability(req.volume_capability.as_ref())?;
+        let id = VolumeId::parse(&req.volume_id)?;
         let backend = self.0.backends.for_id(&id)?;
         let cap = check_capability(&*backend, req.volume_capability.as_ref())?;
         if req.staging_target_path.is_empty() {
@@ -207,7 +253,9 @@ impl NodeService {
             flags = flags.read_only();
         }
         let records = self.staged()?;
-        let _guard = self.0.locks.lock(&req.volume_id).await;
+        let published = self.published()?;
+        let mode = cap.access_mode.as_ref().map_or(0, |m| m.mode);
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
         blocking(move || {
             let staging = kubelet
                 .resolve(&staging, false)
@@ -220,30 +268,39 @@ impl NodeService {
                     )));
                 }
             }
-            if block {
+            let target = kubelet.resolve(&target, true)?;
+            if target == staging || records.lookup(&target)?.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "target_path {} is a staging path; volumes are published elsewhere",
+                    target.display()
+                )));
+            }
+            let wanted = Publication {
+                volume_id: id.to_string(),
+                target: target.clone(),
+                read_only: flags.is_read_only(),
+                mode,
+                block,
+            };
+            check_publications(&published, &wanted)?;
+            // Recorded before the mount: a crash in between leaves a record
+            // without a mount (stale, dropped when next looked at), never a
+            // mount nobody knows the access mode of.
+            published.record(&wanted)?;
+            let mounted = if block {
                 // The target first: a hostile one is refused before a
                 // read-only device is attached for it.
-                let target = kubelet.resolve(&target, true)?;
-                let found = crate::block_target::check(&target)?;
-                let device = backend.block_device(&id, &staging, flags.is_read_only())?;
-                crate::block_target::publish(&id, &device, &target, found, flags)?;
-                return Ok(NodePublishVolumeResponse {});
+                crate::block_target::check(&target).and_then(|found| {
+                    let device = backend.block_device(&id, &staging, flags.is_read_only())?;
+                    crate::block_target::publish(&id, &device, &target, found, flags)
+                })
+            } else {
+                publish_bind(&*backend, &id, &staging, &target, flags)
+            };
+            if mounted.is_err() && !inspect(&target)?.is_some_and(|s| s.is_mount_root) {
+                published.forget(&wanted.volume_id, &target)?;
             }
-            let staged = backend.staged(&id, &staging)?.ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "volume {id} is not staged at {}; call NodeStageVolume first",
-                    staging.display()
-                ))
-            })?;
-            let target = kubelet.resolve(&target, true)?;
-            if let Some(state) = mount_point_dir(&target)? {
-                if state.is_mount_root {
-                    return already_published(&id, &target, &state, &staged, flags);
-                }
-            }
-            mount::bind(&staging, &target, flags)
-                .map_err(Error::io("bind-mount volume at", &target))?;
-            Ok(NodePublishVolumeResponse {})
+            mounted.map(|()| NodePublishVolumeResponse {})
         })
         .await
     }
@@ -252,6 +309,8 @@ impl NodeService {
         &self,
         req: NodeUnpublishVolumeRequest,
     ) -> Result<NodeUnpublishVolumeResponse> {
+        require(&req.volume_id, "volume_id")?;
+        require(&req.target_path, "target_path")?;
         let id = ephemeral::parse_node_volume_id(&req.volume_id, self.0.node.as_ref())?;
         // An inline volume is deleted with its pod, after its last mount.
         let inline = self
@@ -262,19 +321,19 @@ impl NodeService {
             .and(self.0.backends.local.clone());
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
-        // Inline volumes serialize with their creation (keyed like the controller).
-        let lock_key = if inline.is_some() {
-            id.lock_key()
-        } else {
-            req.volume_id.clone()
-        };
-        let _guard = self.0.locks.lock(&lock_key).await;
+        // One key per volume, the controller's too: an unpublish never
+        // interleaves with a DeleteVolume or an inline volume's creation.
+        let records = self.staged()?;
+        let published = self.published()?;
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
         blocking(move || {
             // Gone already (a retry, or after a reboot): nothing to unmount.
             if let Some(target) = resolve_existing(&kubelet, &target)? {
+                check_own_target(&records, &published, &id, &target)?;
                 mount::unmount_all(&target).map_err(Error::io("unmount", &target))?;
-                crate::block_target::remove(&target)?;
+                remove_target(&id, &target)?;
             }
+            published.forget(&id.to_string(), &kubelet.lexical(&target))?;
             // Also on a retry whose earlier attempt unmounted and then died.
             if let Some(local) = inline {
                 if local
@@ -344,9 +403,15 @@ impl NodeService {
     }
 
     async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {
+        require(&req.volume_id, "volume_id")?;
+        require(&req.volume_path, "volume_path")?;
         let id = ephemeral::parse_node_volume_id(&req.volume_id, self.0.node.as_ref())?;
         let kubelet = self.kubelet()?.clone();
-        let path = kubelet.check(&req.volume_path, "volume_path")?;
+        // No volume is published at a path outside the kubelet dir (spec:
+        // NOT_FOUND, "volume does not exist on the specified volume_path").
+        let path = kubelet
+            .check(&req.volume_path, "volume_path")
+            .map_err(|e| Error::NotFound(format!("volume {id} is not published there: {e}")))?;
         let backend = self.0.backends.for_id(&id)?;
         blocking(move || {
             let path = resolve_existing(&kubelet, &path)?.ok_or_else(|| {
@@ -367,9 +432,13 @@ impl NodeService {
 
 impl NodeService {
     async fn expand(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse> {
+        require(&req.volume_id, "volume_id")?;
+        require(&req.volume_path, "volume_path")?;
         let id = VolumeId::parse(&req.volume_id)?;
         let kubelet = self.kubelet()?.clone();
-        let path = kubelet.check(&req.volume_path, "volume_path")?;
+        let path = kubelet
+            .check(&req.volume_path, "volume_path")
+            .map_err(|e| Error::NotFound(format!("volume {id} is not published there: {e}")))?;
         if !req.staging_target_path.is_empty() {
             kubelet.check(&req.staging_target_path, "staging_target_path")?;
         }
@@ -387,7 +456,7 @@ impl NodeService {
             }
             None => None,
         };
-        let _guard = self.0.locks.lock(&req.volume_id).await;
+        let _guard = self.0.locks.lock(&id.lock_key()).await;
         blocking(move || {
             let path = resolve_existing(&kubelet, &path)?.ok_or_else(|| {
                 Error::NotFound(format!(
@@ -402,6 +471,130 @@ impl NodeService {
         })
         .await
     }
+}
+
+/// Binds the staged volume at the target; a mount already there is this
+/// publish repeated or a conflict.
+fn publish_bind(
+    backend: &dyn Backend,
+    id: &VolumeId,
+    staging: &Path,
+    target: &Path,
+    flags: mount::BindFlags,
+) -> Result<()> {
+    let staged = backend.staged(id, staging)?.ok_or_else(|| {
+        Error::FailedPrecondition(format!(
+            "volume {id} is not staged at {}; call NodeStageVolume first",
+            staging.display()
+        ))
+    })?;
+    if let Some(state) = mount_point_dir(target)? {
+        if state.is_mount_root {
+            return already_published(id, target, &state, &staged, flags).map(|_| ());
+        }
+    }
+    mount::bind(staging, target, flags).map_err(Error::io("bind-mount volume at", target))
+}
+
+/// NodeUnpublishVolume touches only its own volume: a target that is a
+/// staging path, or where another volume is published, is refused and
+/// left alone.
+fn check_own_target(
+    records: &StagedRecords,
+    published: &PublishedRecords,
+    id: &VolumeId,
+    target: &Path,
+) -> Result<()> {
+    if records.lookup(target)?.is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is a staging path, not a publish target; left as it is \
+             (NodeUnstageVolume unstages)",
+            target.display()
+        )));
+    }
+    if let Some(there) = published.at(target)? {
+        if there.volume_id != id.to_string() && is_live(&there)? {
+            return Err(Error::FailedPrecondition(format!(
+                "{} holds volume {}, not {id}; left as it is",
+                target.display(),
+                there.volume_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the target directory or file the publish created. One that
+/// holds files Cairn did not put there (written while nothing was mounted)
+/// is not ours to delete: it is left, and logged, and the unpublish
+/// succeeds — failing would have the kubelet retry forever.
+fn remove_target(id: &VolumeId, target: &Path) -> Result<()> {
+    match crate::block_target::remove(target) {
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            tracing::warn!(
+                volume = %id,
+                target = %target.display(),
+                "target directory holds files Cairn did not create; left in place"
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Whether a recorded publication's mount is still there (after a reboot
+/// or an unmount by hand it is not, and the record is stale).
+fn is_live(publication: &Publication) -> Result<bool> {
+    Ok(inspect(&publication.target)?.is_some_and(|s| s.is_mount_root))
+}
+
+/// The rules that tie a publish to the publications already made (spec,
+/// NodePublishVolume errors): a target holding another volume, or this
+/// one with another capability or read-only flag, is ALREADY_EXISTS; a
+/// SINGLE_NODE_SINGLE_WRITER volume is published at one target only
+/// (FAILED_PRECONDITION). Stale records met on the way are dropped. Reads
+/// this volume's own records only.
+fn check_publications(published: &PublishedRecords, wanted: &Publication) -> Result<()> {
+    use volume_capability::access_mode::Mode;
+    let id = &wanted.volume_id;
+    if let Some(there) = published.at(&wanted.target)? {
+        if !is_live(&there)? {
+            published.forget(&there.volume_id, &there.target)?;
+        } else if there.volume_id != *id {
+            return Err(Error::AlreadyExists(format!(
+                "{} already holds volume {}; volume {id} cannot be published there",
+                wanted.target.display(),
+                there.volume_id
+            )));
+        } else if !there.same_as(wanted) {
+            return Err(Error::AlreadyExists(format!(
+                "volume {id} is already published at {} with another access mode or \
+                 read-only flag (read_only={}, mode={})",
+                wanted.target.display(),
+                there.read_only,
+                there.mode
+            )));
+        }
+    }
+    let single_writer = Mode::SingleNodeSingleWriter as i32;
+    let volume = VolumeId::parse(id)?;
+    for other in published.of_volume(&volume)? {
+        if other.target == wanted.target {
+            continue;
+        }
+        if !is_live(&other)? {
+            published.forget(&other.volume_id, &other.target)?;
+            continue;
+        }
+        if wanted.mode == single_writer || other.mode == single_writer {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} uses SINGLE_NODE_SINGLE_WRITER access mode and is already \
+                 published at {}; it cannot be published at a second target",
+                other.target.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn not_staged(id: &VolumeId, err: Error) -> Error {

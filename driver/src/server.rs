@@ -22,6 +22,7 @@ use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
 use crate::node::NodeService;
 use crate::paths::KubeletDir;
+use crate::published::PublishedRecords;
 use crate::staged::StagedRecords;
 use crate::{health, rpc, signal, socket};
 
@@ -99,21 +100,29 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
         None
     };
     // The node plugin's own directory beside its socket, kept across restarts.
-    let staged = match &kubelet {
+    let (staged, published) = match &kubelet {
         Some(kubelet) => {
-            let dir = kubelet
-                .real()
-                .join("plugins")
-                .join(&args.driver_name)
-                .join("staged");
-            Some(StagedRecords::open(dir.clone()).with_context(|| {
+            let own = kubelet.real().join("plugins").join(&args.driver_name);
+            let unwritable = |dir: &std::path::Path| {
                 format!(
                     "cannot create {}: is --kubelet-dir writable?",
                     dir.display()
                 )
-            })?)
+            };
+            let staged_dir = own.join("staged");
+            let published_dir = own.join("published");
+            (
+                Some(
+                    StagedRecords::open(staged_dir.clone())
+                        .with_context(|| unwritable(&staged_dir))?,
+                ),
+                Some(
+                    PublishedRecords::open(published_dir.clone())
+                        .with_context(|| unwritable(&published_dir))?,
+                ),
+            )
         }
-        None => None,
+        None => (None, None),
     };
     Ok(Driver {
         name: args.driver_name.clone(),
@@ -122,6 +131,7 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
         backends,
         kubelet,
         staged,
+        published,
         max_volumes_per_node: args.max_volumes_per_node,
         locks: KeyedLocks::default(),
     })

@@ -33,7 +33,8 @@ use crate::backend::nfs::NfsBackend;
 use crate::backend::{self, Backend, NewVolume};
 use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
-use crate::ids::{ContentSource, NfsSnapshotId, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::ids::{ContentSource, NfsSnapshotId, SnapshotId, VolumeId, VolumeName};
+use crate::page_token;
 use crate::rpc::blocking;
 
 /// How long CreateSnapshot waits for its copy before answering
@@ -187,7 +188,12 @@ pub async fn delete(driver: &Driver, req: DeleteSnapshotRequest) -> Result<Delet
     if req.snapshot_id.is_empty() {
         return Err(missing("snapshot_id"));
     }
-    let id = SnapshotId::parse(&req.snapshot_id)?;
+    let id = match SnapshotId::parse(&req.snapshot_id) {
+        Ok(id) => id,
+        // Never issued by Cairn: it does not exist, as asked (spec: OK).
+        Err(Error::NotFound(_)) => return Ok(DeleteSnapshotResponse {}),
+        Err(e) => return Err(e),
+    };
     let _guard = driver.locks.lock(&id.lock_key()).await;
     if let SnapshotId::Nfs(nfs_id) = id {
         let nfs = nfs(driver)?;
@@ -244,16 +250,7 @@ async fn find(driver: &Driver, id: SnapshotId) -> Result<Option<Snapshot>> {
 pub async fn list(driver: &Driver, req: ListSnapshotsRequest) -> Result<ListSnapshotsResponse> {
     let max = usize::try_from(req.max_entries)
         .map_err(|_| Error::InvalidArgument("max_entries must not be negative".into()))?;
-    let after = if req.starting_token.is_empty() {
-        None
-    } else {
-        Some(VolumeKey::parse(&req.starting_token).map_err(|_| {
-            Error::Aborted(format!(
-                "starting_token {:?} is not a token this driver issued",
-                req.starting_token
-            ))
-        })?)
-    };
+    let after = page_token::parse("snapshots", &req.starting_token)?;
     let source = if req.source_volume_id.is_empty() {
         None
     } else {
@@ -294,7 +291,10 @@ pub async fn list(driver: &Driver, req: ListSnapshotsRequest) -> Result<ListSnap
     let page = blocking(move || local.list_snapshots(after.as_ref(), max, source.as_ref())).await?;
     Ok(ListSnapshotsResponse {
         entries: page.snapshots.into_iter().map(entry).collect(),
-        next_token: page.next.map(|k| k.to_string()).unwrap_or_default(),
+        next_token: page
+            .next
+            .map(|k| page_token::issue("snapshots", &k))
+            .unwrap_or_default(),
     })
 }
 
