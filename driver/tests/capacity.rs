@@ -174,10 +174,11 @@ async fn local_volumes_expand_and_never_shrink() {
         c.controller_expand_volume(expand_request(&id, -1, 0)).await,
         Code::InvalidArgument,
     );
+    // An id Cairn never issued names no volume.
     assert_code(
         c.controller_expand_volume(expand_request("local:node-a:../../etc", 4 * MI, 0))
             .await,
-        Code::InvalidArgument,
+        Code::NotFound,
     );
     let mut block = expand_request(&id, 4 * MI, 0);
     block.volume_capability = Some(VolumeCapability {
@@ -281,12 +282,20 @@ async fn node_expand_answers_for_a_published_volume() {
         .unwrap()
         .into_inner();
     assert_eq!(resp.capacity_bytes, 2 * MI);
-    // More than the controller granted: the node cannot grow it.
-    assert_code(
-        n.node_expand_volume(node_expand_request(&id, &target, 8 * MI))
-            .await,
-        Code::OutOfRange,
-    );
+    // More than the controller granted: the node grows it itself (node-only
+    // expansion, as a CO does when the controller has no EXPAND_VOLUME).
+    let grown = n
+        .node_expand_volume(node_expand_request(&id, &target, 8 * MI))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 8 * MI);
+    let recorded = n
+        .node_expand_volume(node_expand_request(&id, &target, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recorded.capacity_bytes, 8 * MI, "the growth is recorded");
     // Paths that do not hold the volume.
     let elsewhere = driver.target_path("pod-2", "pvc-node-grow");
     std::fs::create_dir_all(&elsewhere).unwrap();
@@ -325,10 +334,11 @@ async fn node_expand_answers_for_a_published_volume() {
     let mut no_path = node_expand_request(&id, &target, 0);
     no_path.volume_path = String::new();
     assert_code(n.node_expand_volume(no_path).await, Code::InvalidArgument);
+    // No volume is published outside the kubelet dir; nothing there is touched.
     assert_code(
         n.node_expand_volume(node_expand_request(&id, std::path::Path::new("/etc"), 0))
             .await,
-        Code::InvalidArgument,
+        Code::NotFound,
     );
     let mut multi = node_expand_request(&id, &target, 0);
     multi.volume_capability = Some(mount_capability(Mode::MultiNodeMultiWriter));
@@ -462,7 +472,7 @@ async fn nfs_expansion_raises_the_recorded_size() {
         .volume
         .unwrap()
         .volume_id;
-    let record = export.join(".pvc-nfs-grow.cairn.json");
+    let record = export.join(".cairn-volumes/pvc-nfs-grow.json");
     let recorded = || -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap()
     };
@@ -496,7 +506,7 @@ async fn nfs_expansion_raises_the_recorded_size() {
         .into_inner();
     assert_eq!(got.volume.unwrap().capacity_bytes, 50 * MI);
     // No temp record is left on the export.
-    let leftovers: Vec<String> = std::fs::read_dir(&export)
+    let leftovers: Vec<String> = std::fs::read_dir(export.join(".cairn-volumes"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.contains(".tmp"))

@@ -34,10 +34,16 @@ pub struct CopyCount {
     pub skipped: u64,
 }
 
-struct Entry {
-    name: String,
+pub(super) struct Entry {
+    pub name: String,
     kind: u32,
     mode: u32,
+}
+
+impl Entry {
+    pub fn is_dir(&self) -> bool {
+        self.kind == TYPE_DIRECTORY
+    }
 }
 
 /// An open connection to one share.
@@ -146,6 +152,16 @@ async fn bounded<T>(
     }
 }
 
+/// A temporary name beside `path` that is this call's own (pid and time in
+/// nanoseconds): several nodes' plugins, each pid 1 of its container, may
+/// write one record at once.
+fn temp_name(path: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{path}.tmp-{}-{nanos}", std::process::id())
+}
+
 impl Share {
     pub async fn connect(
         server: &NfsServer,
@@ -214,6 +230,51 @@ impl Share {
         Ok(created)
     }
 
+    /// Creates the one directory `path` (its parent must exist). Returns
+    /// whether this call created it (false: it already existed); MKDIR is
+    /// exclusive on the server, so of two callers only one gets true.
+    pub async fn mkdir(&self, path: &str, mode: u32) -> Result<bool> {
+        match self.mount.mkdir_path(path, mode).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_exist() => Ok(false),
+            Err(e) => Err(map_error(&self.label, &format!("mkdir {path}"), e)),
+        }
+    }
+
+    /// Whether the directory `path` holds no entries at all.
+    pub async fn is_empty_dir(&self, path: &str) -> Result<bool> {
+        Ok(self.entries(path).await?.is_empty())
+    }
+
+    /// Writes a file whole under `path` only if nothing is there: the
+    /// contents go to a temporary name of this call's own, which is then
+    /// hard-linked to `path` (LINK fails when the name exists, on every
+    /// server, where CREATE's exclusive modes vary by version). Returns
+    /// false, writing nothing, when `path` already exists.
+    pub async fn write_new(&self, path: &str, contents: Vec<u8>) -> Result<bool> {
+        let temp = temp_name(path);
+        let file = self
+            .call("create", self.mount.create_path(&temp, Some(0o600)))
+            .await?;
+        let written = self
+            .call(
+                "write",
+                nfs_rs::write_all(&*self.mount, file.fh.clone(), 0, Bytes::from(contents)),
+            )
+            .await;
+        let _ = self.mount.close(file.fh).await;
+        let linked = match written {
+            Ok(_) => match self.mount.link_path(&temp, path).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.is_exist() => Ok(false),
+                Err(e) => Err(map_error(&self.label, &format!("link {path}"), e)),
+            },
+            Err(e) => Err(e),
+        };
+        self.remove_file(&temp).await?;
+        linked
+    }
+
     /// Whether `path` exists.
     pub async fn exists(&self, path: &str) -> Result<bool> {
         match self.mount.lookup_path(path).await {
@@ -249,16 +310,20 @@ impl Share {
         self.write_atomic(path, bytes).await
     }
 
+    /// Writes a JSON record only if none is there ([`Self::write_new`]).
+    pub async fn write_json_new<T: Serialize>(&self, path: &str, record: &T) -> Result<bool> {
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| Error::Internal(format!("encode record {path}: {e}")))?;
+        self.write_new(path, bytes).await
+    }
+
     /// Writes a file whole: a temporary name first, then a rename, so a
     /// reader sees the old contents or the new, never half. The temporary
     /// name is this call's own (pid and time in nanoseconds): several nodes'
     /// plugins, each pid 1 of its container, may write one record at once
     /// (every node's resizer expanding one volume); the last rename wins.
     pub async fn write_atomic(&self, path: &str, contents: Vec<u8>) -> Result<()> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let temp = format!("{path}.tmp-{}-{nanos}", std::process::id());
+        let temp = temp_name(path);
         let file = self
             .call("create", self.mount.create_path(&temp, Some(0o600)))
             .await?;
@@ -408,7 +473,7 @@ impl Share {
 
     /// Entries of `dir` with type and permission bits (`.`/`..` left out;
     /// an entry gone before its attributes could be read is left out too).
-    async fn entries(&self, dir: &str) -> Result<Vec<Entry>> {
+    pub(super) async fn entries(&self, dir: &str) -> Result<Vec<Entry>> {
         use futures_util::StreamExt;
         let mut stream = match self.mount.readdirplus_path(dir).await {
             Ok(stream) => stream,

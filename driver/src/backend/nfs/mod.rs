@@ -2,13 +2,16 @@
 //!
 //! The controller side speaks NFS from userspace ([`client`]): it needs no
 //! privileges or kernel NFS client and never leaves a mount behind. Each
-//! volume's request is recorded beside its directory, in
-//! `.<leaf>.cairn.json` (a name no volume can have, since names never start
-//! with '.'), written whole through a rename. The node side mounts with the
+//! volume's request is recorded on its share ([`records`]), written whole
+//! through a rename. Ownership: the controller deletes, archives or fills
+//! only a directory it created and recorded; a directory that exists
+//! without a record is never taken over (AlreadyExists), and no volume's
+//! directory may lie inside another's. The node side mounts with the
 //! kernel client at NodeStageVolume; publish is the common bind mount.
 
 mod client;
 pub mod params;
+mod records;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, HashSet};
@@ -18,31 +21,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessType};
 use cairn_proto::v1::VolumeCapability;
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use super::{Backend, Expanded, Health, NewVolume, Stats, Usage, Volume};
 use crate::capability::{self, Unsupported};
 use crate::capacity::Range;
 use crate::error::{Error, Result};
-use crate::ids::{NfsServer, NfsVolumeId, OnDelete, SharePath, SubDir, VolumeId, MAX_ID_LEN};
+use crate::ids::{NfsServer, NfsVolumeId, OnDelete, SharePath, VolumeId, MAX_ID_LEN};
 use crate::mount;
 use client::Share;
 use params::{ClientOptions, NfsClass};
+use records::{Layout, Neighbour, Record};
 
 pub use params::SERVER as SERVER_PARAMETER;
-
-/// The request CreateVolume recorded for a volume.
-#[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    name: String,
-    capacity_bytes: u64,
-    #[serde(default)]
-    parameters: BTreeMap<String, String>,
-    /// The snapshot or volume it was filled from (restore, clone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    source: Option<String>,
-}
 
 pub struct NfsBackend {
     /// Bound on every controller operation against a server.
@@ -73,9 +64,13 @@ fn beside(dir: &str, suffix: &str) -> String {
     }
 }
 
-/// Where a volume's record lives: beside its directory.
-fn record_path(sub_dir: &SubDir) -> String {
-    beside(sub_dir.as_str(), ".cairn.json")
+/// The refusal for a directory that exists without a Cairn record.
+fn foreign_directory(dir: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "NFS directory {dir} already exists but no Cairn volume recorded it; Cairn never takes \
+         over a directory it did not create (deleting the volume would delete what is in it): \
+         choose another subDir, or move the directory away and retry"
+    ))
 }
 
 fn unix_seconds() -> u64 {
@@ -131,8 +126,13 @@ impl NfsBackend {
         self.with_share(&id.server, id.port, &id.share, mount_flags, work)
     }
 
+    /// The record of volume `id`, if it exists (a claim of a CreateVolume
+    /// that has not finished is not a volume yet).
     async fn read_record(&self, share: &Share, id: &NfsVolumeId) -> Result<Option<Record>> {
-        share.read_json(&record_path(&id.subdir)).await
+        Ok(records::read(share, id.subdir.as_str())
+            .await?
+            .map(|(record, _)| record)
+            .filter(|r| !r.pending))
     }
 
     fn to_volume(id: &NfsVolumeId, record: Record) -> Volume {
@@ -169,56 +169,168 @@ impl NfsBackend {
             )));
         }
         self.with_volume_share(&id, &request.mount_flags, async |share| {
-            if let Some(existing) = self.read_record(share, &id).await? {
-                let conflict = |why: &str| {
-                    Error::AlreadyExists(format!(
-                        "NFS directory {} already belongs to a volume with {why}",
-                        id.subdir.as_str()
-                    ))
-                };
-                if existing.name != request.name.as_str() {
-                    return Err(conflict(&format!("another name ({:?})", existing.name)));
-                }
-                if !request.capacity.admits(existing.capacity_bytes) {
-                    return Err(conflict("a capacity outside the requested range"));
-                }
-                if existing.parameters != request.parameters {
-                    return Err(conflict("other parameters"));
-                }
-                if existing.source != source.map(ToString::to_string) {
-                    return Err(conflict("another content source"));
-                }
-                if source.is_some() {
-                    // Left when a restore stopped between record and cleanup.
-                    self.forget_restore(share, &id).await?;
-                }
-                return Ok(Self::to_volume(&id, existing));
-            }
-            // NFS cannot enforce a size per directory: the request is
-            // recorded and reported, not enforced.
-            let capacity = match source {
-                Some(source) => {
-                    self.restore_into(share, source, &id, request, class.mode)
-                        .await?
-                }
-                None => {
-                    let capacity = request.capacity.choose(self.default_size, u64::MAX)?;
-                    share.mkdir_all(id.subdir.as_str(), class.mode).await?;
-                    capacity
-                }
-            };
-            let record = Record {
+            let dir = id.subdir.as_str();
+            let wanted = Record {
                 name: request.name.as_str().to_string(),
-                capacity_bytes: capacity,
+                capacity_bytes: 0,
                 parameters: request.parameters.clone(),
                 source: source.map(ToString::to_string),
+                pending: true,
             };
-            share.write_json(&record_path(&id.subdir), &record).await?;
+            // Whether this call resumes its own claim, left by an attempt
+            // that stopped before the volume was recorded.
+            let resumed = match records::read(share, dir).await? {
+                Some((existing, _)) => {
+                    Self::same_request(&id, &existing, &wanted, request)?;
+                    if !existing.pending {
+                        if source.is_some() {
+                            // Left when a restore stopped between record and cleanup.
+                            self.forget_restore(share, &id).await?;
+                        }
+                        return Ok(Self::to_volume(&id, existing));
+                    }
+                    true
+                }
+                None => {
+                    Self::refuse_overlap(share, dir).await?;
+                    // A restore by an earlier version, stopped after its
+                    // rename and before its record, left no claim; its
+                    // marker names the volume, and restore_into redoes it.
+                    if share.exists(dir).await?
+                        && (source.is_none()
+                            || snapshot::restore_marker(share, &id).await?.as_deref()
+                                != Some(request.name.as_str().as_bytes()))
+                    {
+                        return Err(foreign_directory(dir));
+                    }
+                    if !records::claim(share, dir, &wanted).await? {
+                        return Err(Error::Aborted(format!(
+                            "another CreateVolume is creating NFS directory {dir} right now; retry"
+                        )));
+                    }
+                    // Checked again now that our claim is visible: of two
+                    // calls creating nested directories at once, the later
+                    // check sees the other's claim.
+                    if let Err(e) = Self::refuse_overlap(share, dir).await {
+                        records::remove(share, dir).await?;
+                        return Err(e);
+                    }
+                    false
+                }
+            };
+            // NFS cannot enforce a size per directory: the request is
+            // recorded and reported, not enforced.
+            let filled = match source {
+                Some(source) => {
+                    self.restore_into(share, source, &id, request, class.mode)
+                        .await
+                }
+                None => {
+                    self.make_directory(share, &id, request, class.mode, resumed)
+                        .await
+                }
+            };
+            let capacity = match filled {
+                Ok(capacity) => capacity,
+                Err(e @ Error::AlreadyExists(_)) => {
+                    // The directory is someone else's: our claim guards nothing.
+                    records::remove(share, dir).await?;
+                    return Err(e);
+                }
+                // Kept: the retry resumes it.
+                Err(e) => return Err(e),
+            };
+            let record = Record {
+                capacity_bytes: capacity,
+                pending: false,
+                ..wanted
+            };
+            records::write(share, dir, Layout::Flat, &record).await?;
             if source.is_some() {
                 self.forget_restore(share, &id).await?;
             }
             Ok(Self::to_volume(&id, record))
         })
+    }
+
+    /// AlreadyExists unless `existing` (a volume, or a claim) was made by
+    /// the same request as `wanted`.
+    fn same_request(
+        id: &NfsVolumeId,
+        existing: &Record,
+        wanted: &Record,
+        request: &NewVolume,
+    ) -> Result<()> {
+        let conflict = |why: &str| {
+            let what = if existing.pending {
+                "is being created for"
+            } else {
+                "already belongs to"
+            };
+            Error::AlreadyExists(format!(
+                "NFS directory {} {what} a volume with {why}",
+                id.subdir.as_str()
+            ))
+        };
+        if existing.name != wanted.name {
+            return Err(conflict(&format!("another name ({:?})", existing.name)));
+        }
+        // A claim's size is only chosen once the directory is filled.
+        if !existing.pending && !request.capacity.admits(existing.capacity_bytes) {
+            return Err(conflict("a capacity outside the requested range"));
+        }
+        if existing.parameters != wanted.parameters {
+            return Err(conflict("other parameters"));
+        }
+        if existing.source != wanted.source {
+            return Err(conflict("another content source"));
+        }
+        Ok(())
+    }
+
+    /// AlreadyExists, naming the other volume, when `dir` would lie inside
+    /// another volume's directory or contain one: deleting or archiving
+    /// the outer one would take the inner one's data with it.
+    async fn refuse_overlap(share: &Share, dir: &str) -> Result<()> {
+        let overlap = |other: Neighbour, how: &str| {
+            Error::AlreadyExists(format!(
+                "NFS directory {dir} would {how} {other}; volumes never nest \
+                 (deleting the outer one would delete the inner one): choose another subDir"
+            ))
+        };
+        if let Some(outer) = records::ancestor(share, dir).await? {
+            return Err(overlap(outer, "lie inside"));
+        }
+        if let Some(inner) = records::descendant(share, dir).await? {
+            return Err(overlap(inner, "contain"));
+        }
+        Ok(())
+    }
+
+    /// Makes a new, empty volume directory; returns the volume's size.
+    async fn make_directory(
+        &self,
+        share: &Share,
+        id: &NfsVolumeId,
+        request: &NewVolume,
+        mode: u32,
+        resumed: bool,
+    ) -> Result<u64> {
+        let capacity = request.capacity.choose(self.default_size, u64::MAX)?;
+        let dir = id.subdir.as_str();
+        if let Some((parent, _)) = dir.rsplit_once('/') {
+            share.mkdir_all(parent, mode).await?;
+        }
+        if !share.mkdir(dir, mode).await? {
+            // There already. Ours only when our own claim was there before
+            // this call and the directory is empty: an attempt stopped
+            // between mkdir and record, and a volume never handed out has
+            // had no writer. Anything else belongs to someone else.
+            if !(resumed && share.is_empty_dir(dir).await?) {
+                return Err(foreign_directory(dir));
+            }
+        }
+        Ok(capacity)
     }
 
     /// The kernel's view of the volume: `server:/share/subdir`.
@@ -283,19 +395,38 @@ impl Backend for NfsBackend {
         let nfs = nfs_id(id)?;
         self.with_volume_share(nfs, &[], async |share| {
             let dir = nfs.subdir.as_str();
-            match nfs.on_delete {
-                OnDelete::Delete => share.remove_tree(dir).await?,
-                OnDelete::Retain => {}
-                OnDelete::Archive => {
-                    let archived = format!("{dir}-archived-{}", unix_seconds());
-                    share.rename(dir, &archived).await?;
+            // A restore given up on mid-copy (its CreateVolume never
+            // retried) left this: a name only Cairn uses, never a volume,
+            // cleared whatever the policy or the record.
+            let scratch = snapshot::restoring_dir(nfs);
+            let Some((record, _)) = records::read(share, dir).await? else {
+                // No record: whatever is at this path is not ours to touch.
+                return share.remove_tree(&scratch).await;
+            };
+            if record.pending {
+                self.clear_unfinished(share, nfs, &record).await?;
+            } else {
+                if nfs.on_delete != OnDelete::Retain {
+                    Self::refuse_inner(share, dir).await?;
+                }
+                match nfs.on_delete {
+                    OnDelete::Delete => share.remove_tree(dir).await?,
+                    OnDelete::Retain => {}
+                    OnDelete::Archive => {
+                        let archived = format!("{dir}-archived-{}", unix_seconds());
+                        // RENAME replaces an empty directory at the target.
+                        if share.exists(&archived).await? {
+                            return Err(Error::Aborted(format!(
+                                "cannot archive NFS directory {dir}: {archived} exists; retry"
+                            )));
+                        }
+                        share.rename(dir, &archived).await?;
+                    }
                 }
             }
-            // A restore given up on mid-copy (its CreateVolume never
-            // retried) left this; it is never a volume, whatever the policy.
-            share.remove_tree(&snapshot::restoring_dir(nfs)).await?;
+            share.remove_tree(&scratch).await?;
             // Last: while the record exists, a retry finds the volume.
-            share.remove_file(&record_path(&nfs.subdir)).await
+            records::remove(share, dir).await
         })
     }
 
@@ -331,9 +462,9 @@ impl Backend for NfsBackend {
     fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded> {
         let nfs = nfs_id(id)?;
         self.with_volume_share(nfs, &[], async |share| {
-            let mut record = self
-                .read_record(share, nfs)
+            let (mut record, layout) = records::read(share, nfs.subdir.as_str())
                 .await?
+                .filter(|(r, _)| !r.pending)
                 .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
             let new = capacity.grow(record.capacity_bytes)?;
             if new != record.capacity_bytes {
@@ -342,7 +473,7 @@ impl Backend for NfsBackend {
                 // Every node's resizer may expand the volume at once (the
                 // `all` overlay): write_json's temp names keep their writes
                 // apart; the last rename wins, and all write the same size.
-                share.write_json(&record_path(&nfs.subdir), &record).await?;
+                records::write(share, nfs.subdir.as_str(), layout, &record).await?;
                 tracing::info!(
                     volume = %id, from = old, to = new,
                     "NFS volume's recorded size raised (recorded, not enforced: NFS has no per-directory limit)"
@@ -496,6 +627,53 @@ impl Backend for NfsBackend {
 }
 
 impl NfsBackend {
+    /// FailedPrecondition when another volume's directory lies inside
+    /// `dir` (made by an earlier version, which let volumes nest):
+    /// removing or moving `dir` would take that volume with it. It stays
+    /// until the inner volume is deleted; the provisioner retries.
+    async fn refuse_inner(share: &Share, dir: &str) -> Result<()> {
+        let holds = |what: String| {
+            Error::FailedPrecondition(format!(
+                "NFS directory {dir} holds {what}; it is left as it is until that volume is deleted"
+            ))
+        };
+        if let Some(inner) = records::descendant(share, dir).await? {
+            return Err(holds(inner.to_string()));
+        }
+        if let Some(inner) = records::old_volume_inside(share, dir).await? {
+            return Err(holds(format!("directory {inner} of another volume")));
+        }
+        Ok(())
+    }
+
+    /// Clears what a CreateVolume that never finished made for `record`:
+    /// the directory only when it is empty (never handed out, never
+    /// written) or marked by the restore as this volume's.
+    async fn clear_unfinished(
+        &self,
+        share: &Share,
+        id: &NfsVolumeId,
+        record: &Record,
+    ) -> Result<()> {
+        let dir = id.subdir.as_str();
+        if !share.exists(dir).await? {
+            return Ok(());
+        }
+        let ours = share.is_empty_dir(dir).await?
+            || snapshot::restore_marker(share, id).await?.as_deref()
+                == Some(record.name.as_bytes());
+        if ours {
+            share.remove_tree(dir).await?;
+        } else {
+            tracing::warn!(
+                dir,
+                "NFS directory left in place: a CreateVolume never finished there, \
+                 and what is in it is not that volume's"
+            );
+        }
+        Ok(())
+    }
+
     /// NodeExpandVolume: nothing to do on the node (the size is recorded
     /// on the export, not enforced); checks that `path` is a mount without
     /// asking the server, and reports the capacity as unknown here (0).
@@ -605,18 +783,6 @@ fn statvfs_with_deadline(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_sit_beside_the_volume_directory() {
-        assert_eq!(
-            record_path(&SubDir::parse("pvc-1").unwrap()),
-            ".pvc-1.cairn.json"
-        );
-        assert_eq!(
-            record_path(&SubDir::parse("team/pvc-1").unwrap()),
-            "team/.pvc-1.cairn.json"
-        );
-    }
 
     #[test]
     fn mount_nfs_failures_of_reach_are_told_apart() {

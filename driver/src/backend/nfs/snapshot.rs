@@ -7,11 +7,17 @@
 //! .cairn-snapshots/<leaf>/              the copy
 //! .cairn-snapshots/.<leaf>.cairn.json   its record: the commit point
 //! .cairn-snapshots/.<leaf>.partial/     a copy in progress
+//! .cairn-snapshots/.<leaf>.claim       who the copy is being made for
 //! ```
-//! A snapshot exists exactly when its record does. The copy is made under
-//! `.partial`, renamed into place, and only then recorded; a crash at any
-//! point leaves no record, and the retry clears what the crash left and
-//! starts over.
+//! A snapshot exists exactly when its record does. Before anything is
+//! copied, a claim naming the snapshot and its source is written, once
+//! (exclusively): it is what makes the copy, the partial copy and the
+//! record Cairn's own, and it goes last when the snapshot is deleted. The
+//! copy is made under `.partial`, renamed into place, and only then
+//! recorded; a crash at any point leaves no record, and the retry under
+//! the same claim clears what the crash left and starts over. A copy or
+//! partial copy that no claim covers is not Cairn's, and is never removed
+//! or written over.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +46,18 @@ fn record_path(id: &NfsSnapshotId) -> String {
 
 fn partial_dir(id: &NfsSnapshotId) -> String {
     beside(&snapshot_dir(id), ".partial")
+}
+
+fn claim_path(id: &NfsSnapshotId) -> String {
+    beside(&snapshot_dir(id), ".claim")
+}
+
+/// Who a snapshot's copy is being made for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Claim {
+    name: String,
+    /// The source volume's id.
+    source: String,
 }
 
 /// What a snapshot's record holds.
@@ -104,10 +122,43 @@ impl NfsBackend {
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("source volume {source} does not exist")))?;
             share.mkdir_all(SNAPSHOTS_DIR, 0o700).await?;
-            // Whatever an interrupted attempt left; nothing was reported of it.
             let (dir, partial) = (snapshot_dir(id), partial_dir(id));
-            share.remove_tree(&partial).await?;
-            share.remove_tree(&dir).await?;
+            let claim = Claim {
+                name: name.as_str().to_string(),
+                source: source.to_string(),
+            };
+            if share.write_json_new(&claim_path(id), &claim).await? {
+                // A new claim: nothing can be ours here yet.
+                if share.exists(&dir).await? || share.exists(&partial).await? {
+                    share.remove_file(&claim_path(id)).await?;
+                    return Err(Error::AlreadyExists(format!(
+                        "{dir} or {partial} exists on the export without a Cairn record; \
+                         snapshot {:?} does not write over it: move it away and retry",
+                        name.as_str()
+                    )));
+                }
+            } else {
+                match share.read_json::<Claim>(&claim_path(id)).await? {
+                    // Our own interrupted attempt: what it left is ours,
+                    // and nothing of it was reported.
+                    Some(existing) if existing == claim => {
+                        share.remove_tree(&partial).await?;
+                        share.remove_tree(&dir).await?;
+                    }
+                    Some(existing) => {
+                        return Err(Error::AlreadyExists(format!(
+                            "snapshot {:?} is being made of volume {}",
+                            existing.name, existing.source
+                        )))
+                    }
+                    None => {
+                        return Err(Error::Aborted(format!(
+                            "snapshot {:?} was deleted while this call began; retry",
+                            name.as_str()
+                        )))
+                    }
+                }
+            }
             let started = Instant::now();
             let copied = share.copy_tree(volume.subdir.as_str(), &partial).await?;
             log_copy("snapshot", &id.to_string(), copied, started);
@@ -126,11 +177,28 @@ impl NfsBackend {
     /// Deletes a snapshot; an unknown one is already deleted.
     pub fn delete_snapshot(&self, id: &NfsSnapshotId) -> Result<()> {
         self.with_share(&id.server, id.port, &id.share, &[], async |share| {
+            let record = read_snapshot(share, id).await?;
+            let claimed = share.exists(&claim_path(id)).await?;
+            if !claimed {
+                let Some(record) = record else {
+                    // Neither recorded nor claimed: nothing here is ours.
+                    return Ok(());
+                };
+                // Recorded by an earlier version, which wrote no claim: one
+                // is written now, so that a retry after the record is gone
+                // still knows the rest is ours.
+                let claim = Claim {
+                    name: record.name,
+                    source: record.source,
+                };
+                share.write_json_new(&claim_path(id), &claim).await?;
+            }
             // Record first: from here on the snapshot does not exist, and a
-            // retry still removes what is left of the copy.
+            // retry still removes what is left of the copy; the claim last.
             share.remove_file(&record_path(id)).await?;
             share.remove_tree(&snapshot_dir(id)).await?;
-            share.remove_tree(&partial_dir(id)).await
+            share.remove_tree(&partial_dir(id)).await?;
+            share.remove_file(&claim_path(id)).await
         })
     }
 
@@ -182,9 +250,8 @@ impl NfsBackend {
             .capacity
             .for_copy_of(size, self.default_size, u64::MAX)?;
         let dir = target.subdir.as_str();
-        let marker = format!("{dir}/{RESTORE_MARKER}");
         if share.exists(dir).await? {
-            match share.read_small(&marker).await? {
+            match restore_marker(share, target).await? {
                 Some(owner) if owner == request.name.as_str().as_bytes() => {
                     share.remove_tree(dir).await?
                 }
@@ -219,6 +286,14 @@ impl NfsBackend {
             .remove_file(&format!("{}/{RESTORE_MARKER}", target.subdir.as_str()))
             .await
     }
+}
+
+/// What the marker in a restored volume's directory says (the volume's
+/// name), if there is one.
+pub(super) async fn restore_marker(share: &Share, target: &NfsVolumeId) -> Result<Option<Vec<u8>>> {
+    share
+        .read_small(&format!("{}/{RESTORE_MARKER}", target.subdir.as_str()))
+        .await
 }
 
 /// One line per finished copy: NFS copies can take minutes, and what they
