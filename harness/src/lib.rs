@@ -14,6 +14,7 @@
 //! [`skip`] decides whether a test may run here: missing packages skip loudly on a laptop and fail
 //! when `CI` is set.
 
+pub mod csi_sanity;
 pub mod error;
 pub mod ganesha;
 pub mod guest;

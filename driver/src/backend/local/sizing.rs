@@ -174,10 +174,13 @@ impl LocalBackend {
         if range.required > 0 || range.limit.is_some() {
             let wanted = range.grow(meta.capacity_bytes)?;
             if wanted > meta.capacity_bytes {
-                return Err(Error::OutOfRange(format!(
-                    "volume {id} is {} bytes; {wanted} needs ControllerExpandVolume first",
-                    meta.capacity_bytes
-                )));
+                // Asked to grow past its recorded size: the CO expands on
+                // the node only (as Kubernetes does for a controller it
+                // finds without EXPAND_VOLUME, or a split deployment whose
+                // node process answers for identity). This node holds the
+                // volume, so it grows it here, as ControllerExpandVolume
+                // would: the same limit raise and record write.
+                return Ok(self.expand_volume(id, range)?.capacity_bytes);
             }
         }
         Ok(meta.capacity_bytes)
