@@ -401,6 +401,18 @@ async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
     assert_content(&export.join("pvc-grabbed/data"), "theirs");
     assert!(!export.join(".cairn-volumes/pvc-grabbed.json").exists());
 
+    // A request that can never succeed leaves no claim to reserve its place.
+    assert_code(
+        c.create_volume(with_source(
+            nfs_request("pvc-no-source", port, &[]),
+            snap_source(&format!("nfs-snap:{port}:127.0.0.1#/export#no-such")),
+        ))
+        .await,
+        Code::NotFound,
+    );
+    assert!(!export.join(".cairn-volumes/pvc-no-source.json").exists());
+    assert!(!export.join("pvc-no-source").exists());
+
     c.delete_volume(delete(&half_id)).await.unwrap();
     assert!(!export.join("pvc-half").exists());
 }

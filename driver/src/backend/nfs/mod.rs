@@ -232,12 +232,20 @@ impl NfsBackend {
             };
             let capacity = match filled {
                 Ok(capacity) => capacity,
-                Err(e @ Error::AlreadyExists(_)) => {
-                    // The directory is someone else's: our claim guards nothing.
+                // The directory is someone else's, or the request can never
+                // succeed as it is: the claim guards nothing, and left in
+                // place it would reserve the directory for a PVC that may
+                // be deleted without a DeleteVolume ever coming.
+                Err(
+                    e @ (Error::AlreadyExists(_)
+                    | Error::InvalidArgument(_)
+                    | Error::NotFound(_)
+                    | Error::OutOfRange(_)),
+                ) => {
                     records::remove(share, dir).await?;
                     return Err(e);
                 }
-                // Kept: the retry resumes it.
+                // Kept: the retry resumes what this attempt began.
                 Err(e) => return Err(e),
             };
             let record = Record {
