@@ -80,20 +80,6 @@ impl Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quote_keeps_short_values_and_cuts_long_ones() {
-        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
-        let long = "é".repeat(1000);
-        let quoted = quote(&long);
-        assert!(quoted.len() < QUOTE_LIMIT + 40, "{}", quoted.len());
-        assert!(quoted.ends_with("... (2000 bytes)"), "{quoted}");
-    }
-}
-
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         tonic::Status::new(err.code(), err.to_string())
@@ -127,4 +113,18 @@ pub const QUOTE_LIMIT: usize = 200;
 /// Shorthand for the common "required field is missing" error.
 pub fn missing(field: &str) -> Error {
     Error::InvalidArgument(format!("{field} is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_keeps_short_values_and_cuts_long_ones() {
+        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
+        let long = "é".repeat(1000);
+        let quoted = quote(&long);
+        assert!(quoted.len() < QUOTE_LIMIT + 40, "{}", quoted.len());
+        assert!(quoted.ends_with("... (2000 bytes)"), "{quoted}");
+    }
 }

@@ -10,6 +10,7 @@ use cairn_proto::v1::identity_server::IdentityServer;
 use cairn_proto::v1::node_server::NodeServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::codegen::http;
 
 use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::backend::nfs::NfsBackend;
@@ -137,6 +138,29 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
     })
 }
 
+/// A request body that is not the method's protobuf message is the
+/// caller's error: tonic answers it INTERNAL ("failed to decode Protobuf
+/// message") before any handler runs; the spec's code for a malformed
+/// request is INVALID_ARGUMENT. The status travels in the response headers
+/// (a trailers-only response), where this rewrites it.
+fn undecodable_requests_are_invalid_arguments(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == b"13");
+    let undecodable = headers.get("grpc-message").is_some_and(|message| {
+        let message = message.as_bytes();
+        message.starts_with(b"failed to decode Protobuf message")
+            || message.starts_with(b"failed%20to%20decode%20Protobuf%20message")
+    });
+    if internal && undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
+}
+
 /// Serves `driver` on `listener` until `shutdown` completes, then lets
 /// in-flight calls finish for at most `drain`. Idle connections (the
 /// kubelet keeps one open) do not delay the exit.
@@ -153,6 +177,9 @@ pub async fn serve(
         let _ = stopping_tx.send(());
     };
     let mut router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_requests_are_invalid_arguments,
+        ))
         .add_service(IdentityServer::new(IdentityService(driver.clone())));
     if driver.mode.serves_controller() {
         router = router.add_service(ControllerServer::new(ControllerService(driver.clone())));

@@ -16,37 +16,6 @@ use std::time::{Duration, Instant};
 use cairn_harness::csi_sanity::{self, Report};
 use common::*;
 
-/// What csi-sanity skips against Cairn, and why: capabilities Cairn does not
-/// advertise (no ControllerPublish: local and NFS volumes need no attach;
-/// no ModifyVolume; no group snapshots). Anything else skipped is a
-/// regression.
-const EXPECTED_SKIPS: &[&str] = &[
-    "Controller Service [Controller Server] ControllerPublishVolume should fail when no node id is provided",
-    "Controller Service [Controller Server] ControllerPublishVolume should fail when no volume capability is provided",
-    "Controller Service [Controller Server] ControllerPublishVolume should fail when no volume id is provided",
-    "Controller Service [Controller Server] ControllerPublishVolume should fail when publishing more volumes than the node max attach limit",
-    "Controller Service [Controller Server] ControllerPublishVolume should fail when the node does not exist",
-    "Controller Service [Controller Server] ControllerPublishVolume should fail when the volume does not exist",
-    "Controller Service [Controller Server] ControllerPublishVolume should fail when the volume is already published but is incompatible",
-    "Controller Service [Controller Server] ControllerUnpublishVolume should fail when no volume id is provided",
-    "Controller Service [Controller Server] CreateVolume should create volume with a volume attribute class",
-    "Controller Service [Controller Server] CreateVolume should not create volume with an invalid volume attribute class",
-    "Controller Service [Controller Server] volume lifecycle should be idempotent",
-    "Controller Service [Controller Server] volume lifecycle should work",
-    "GroupController Service [GroupController Server] GroupControllerGetCapabilities should return appropriate capabilities",
-    "GroupController Service [GroupController VolumeGroupSnapshots] CreateVolumeGroupSnapshot should fail when no name is provided",
-    "GroupController Service [GroupController VolumeGroupSnapshots] DeleteVolumeGroupSnapshot should fail when no volume id is provided",
-    "GroupController Service [GroupController VolumeGroupSnapshots] DeleteVolumeGroupSnapshot should succeed when an invalid volume id is used",
-    "GroupController Service [GroupController VolumeGroupSnapshots] GetVolumeGroupSnapshot should fail when an invalid volume id is used",
-    "GroupController Service [GroupController VolumeGroupSnapshots] GetVolumeGroupSnapshot should fail when no volume id is provided",
-    "ModifyVolume [Controller Server] should fail if no volume id is given",
-    "ModifyVolume [Controller Server] should fail if specified mutable parameters are not supported by the volume",
-    "ModifyVolume [Controller Server] should fail if volume does not exist",
-    "ModifyVolume [Controller Server] should fail to modify a volume created with a volume attribute class if new mutable parameters are not supported by volume",
-    "ModifyVolume [Controller Server] should modify a volume created with a volume attribute class",
-    "ModifyVolume [Controller Server] should modify a volume created without a volume attribute class",
-];
-
 /// Split, csi-sanity reads the plugin's capabilities from the node
 /// endpoint, which (rightly) does not offer the controller service; its
 /// two whole-lifecycle node specs then skip themselves.
@@ -129,7 +98,7 @@ fn run(sanity: &Path, node: &TestDriver, controller: Option<&TestDriver>) -> Rep
 }
 
 fn check(report: &Report, node: &TestDriver, extra_skips: &[&str]) {
-    let expected: BTreeSet<String> = EXPECTED_SKIPS
+    let expected: BTreeSet<String> = csi_sanity::SKIPPED_BY_DESIGN
         .iter()
         .chain(extra_skips)
         .map(|s| s.to_string())
@@ -139,7 +108,7 @@ fn check(report: &Report, node: &TestDriver, extra_skips: &[&str]) {
     assert!(
         newly_skipped.is_empty() && now_running.is_empty(),
         "the skip set changed: newly skipped {newly_skipped:#?}; no longer skipped \
-         {now_running:#?} (update EXPECTED_SKIPS only with the capability change that explains it)"
+         {now_running:#?} (update SKIPPED_BY_DESIGN only with the capability change that explains it)"
     );
     assert!(
         report.passed.len() >= 65,

@@ -200,3 +200,37 @@ async fn every_rpc_logs_one_line_and_never_secrets() {
     );
     let _ = id;
 }
+
+/// A message whose field 1 is a number where DeleteVolumeRequest has a
+/// string: bytes that are not a DeleteVolumeRequest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotADeleteVolumeRequest {
+    #[prost(uint64, tag = "1")]
+    volume_id: u64,
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_the_methods_message_is_invalid_argument() {
+    let driver = TestDriver::start();
+    let mut grpc = tonic::client::Grpc::new(driver.channel().await);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<NotADeleteVolumeRequest, DeleteVolumeResponse>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/csi.v1.Controller/DeleteVolume");
+    let answer = grpc
+        .unary(
+            tonic::Request::new(NotADeleteVolumeRequest { volume_id: 7 }),
+            path,
+            codec,
+        )
+        .await;
+    let status = answer.expect_err("an undecodable request must fail");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // The server goes on serving.
+    driver
+        .identity()
+        .await
+        .probe(ProbeRequest {})
+        .await
+        .unwrap();
+}
