@@ -213,10 +213,12 @@ async fn hostile_parameters_and_ids_touch_nothing() {
         format!("nfs:d:{port}:127.0.0.1#/export/..#x"),
         format!("nfs:d:{port}:127.0.0.1#/export#/"),
     ] {
-        assert_code(
-            c.delete_volume(delete(&crafted)).await,
-            Code::InvalidArgument,
-        );
+        // Never issued, so no such volume: DeleteVolume answers OK (issue
+        // 10: a handle the driver does not know must still be releasable)
+        // and parsing stops it before it reaches the export.
+        c.delete_volume(delete(&crafted))
+            .await
+            .unwrap_or_else(|e| panic!("{crafted}: {e}"));
     }
     // A well-formed id for a directory that does not exist: nothing to do.
     c.delete_volume(delete(&format!(

@@ -151,20 +151,19 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
         Code::NotFound,
     );
 
-    // Hostile snapshot ids never reach the export.
+    // Hostile snapshot ids never reach the export: never issued, they name
+    // no snapshot, and DeleteSnapshot answers OK having touched nothing.
     for bad in [
         format!("nfs-snap:{port}:127.0.0.1#/export#../pvc-clone"),
         format!("nfs-snap:{port}:127.0.0.1#/export#a/b"),
         format!("nfs-snap:{port}:127.0.0.1#/../etc#x"),
     ] {
-        assert_code(
-            c.delete_snapshot(DeleteSnapshotRequest {
-                snapshot_id: bad.clone(),
-                ..Default::default()
-            })
-            .await,
-            Code::InvalidArgument,
-        );
+        c.delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: bad.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{bad}: {e}"));
     }
     assert_tree(&export.join("pvc-clone"), "after");
     assert!(cloned.content_source.is_some());
