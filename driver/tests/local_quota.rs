@@ -20,7 +20,13 @@
 //! The images live on a tmpfs in guest memory: a loop device over the 9p
 //! share writes at 8-20 MB/s in the emulated guest, over tmpfs at ~75 MB/s.
 //! The filesystems are done one after the other and each image is removed
-//! after use, so guest memory holds at most one filled image.
+//! after use, so guest memory holds at most one image's written blocks.
+//!
+//! The sizes are the smallest that prove the point, because the guest is
+//! software-emulated and shares two cores with the rest of CI: a 64 MiB
+//! limit refuses a write as surely as a 1 GiB one does. The images are
+//! sparse and 512 MiB (XFS refuses filesystems under 300 MB); about
+//! 110 MiB of one is ever written.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,8 +34,15 @@ use std::time::Duration;
 use cairn_harness::{require, require_guest, Guest, GuestOptions};
 use serde_json::Value;
 
-const GI: u64 = 1 << 30;
 const MI: u64 = 1 << 20;
+/// Volume A's size at creation, and after expansion.
+const VOLUME: u64 = 64 * MI;
+const GROWN: u64 = 128 * MI;
+/// Written into volume A after the expansion (half of what it gained).
+const MORE: u64 = 32 * MI;
+/// Volume B's size, and what is written into it.
+const B_VOLUME: u64 = 32 * MI;
+const B_WRITTEN: u64 = 8 * MI;
 
 /// The guest's script: helpers, then one scenario per filesystem, then the
 /// refusals on roots that cannot enforce.
@@ -37,7 +50,7 @@ const SCRIPT: &str = r#"set -eu
 modprobe xfs
 modprobe ext4
 mkdir -p /img /mnt /kubelet
-mount -t tmpfs -o size=3300m cairn-images /img
+mount -t tmpfs -o size=640m cairn-images /img
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 c() { "$CSI" client --endpoint /run/csi.sock "$@"; }
@@ -63,7 +76,7 @@ report() { # fs mnt file: the project quota report from the quota tools' side
 scenario() { # fs
   fs=$1; S=/share/$fs; mkdir -p $S; mnt=/mnt/$fs
   t0=$(now)
-  truncate -s 3G /img/$fs.img
+  truncate -s 512M /img/$fs.img
   if [ $fs = xfs ]; then mkfs.xfs -q /img/$fs.img; else mkfs.ext4 -q -O quota,project /img/$fs.img; fi
   loop=$(losetup -f --show /img/$fs.img)
   mkdir -p $mnt; mount -o prjquota $loop $mnt
@@ -71,8 +84,8 @@ scenario() { # fs
   start_driver $mnt $S/driver.log
   c info > $S/info.txt
 
-  # Volume A: 1 GiB, staged and published as the kubelet does.
-  a=$(c -o json volume create pvc-$fs-a --size 1Gi | id_of)
+  # Volume A: 64 MiB, staged and published as the kubelet does.
+  a=$(c -o json volume create pvc-$fs-a --size 64Mi | id_of)
   cp $mnt/volumes/pvc-$fs-a/meta.json $S/a-meta.json
   stat -c %i $mnt/volumes/pvc-$fs-a/data > $S/a-inode.txt
   sa=$(staging $fs-a); ta=$(target pod-$fs-a pvc-$fs-a)
@@ -81,22 +94,22 @@ scenario() { # fs
 
   # Write until the filesystem refuses.
   t=$(now)
-  if pod dd if=/dev/zero of="$ta/fill" bs=1M count=2048 conv=fsync 2> $S/dd-fill.txt; then
-    echo "$fs: dd wrote 2 GiB into a 1 GiB volume"; exit 1
+  if pod dd if=/dev/zero of="$ta/fill" bs=1M count=128 conv=fsync 2> $S/dd-fill.txt; then
+    echo "$fs: dd wrote 128 MiB into a 64 MiB volume"; exit 1
   fi
   echo "$(since $t)" > $S/dd-fill-seconds.txt
   stat -c %s "$ta/fill" > $S/fill-bytes.txt
   c -o json node stats "$a" "$ta" > $S/stats-full.json
-  report $fs $mnt $S/quota-1gi.txt
+  report $fs $mnt $S/quota-64mi.txt
 
-  # Grow to 2 GiB through the controller; the node step reports it.
-  c -o json volume expand "$a" --size 2Gi > $S/expand.json
-  c -o json node expand "$a" "$ta" --size 2Gi > $S/node-expand.json
+  # Grow to 128 MiB through the controller; the node step reports it.
+  c -o json volume expand "$a" --size 128Mi > $S/expand.json
+  c -o json node expand "$a" "$ta" --size 128Mi > $S/node-expand.json
   t=$(now)
-  pod dd if=/dev/zero of="$ta/more" bs=1M count=512 conv=fsync 2> $S/dd-more.txt
+  pod dd if=/dev/zero of="$ta/more" bs=1M count=32 conv=fsync 2> $S/dd-more.txt
   echo "$(since $t)" > $S/dd-more-seconds.txt
   c -o json node stats "$a" "$ta" > $S/stats-grown.json
-  report $fs $mnt $S/quota-2gi.txt
+  report $fs $mnt $S/quota-128mi.txt
   # Stats read through a read-only publish too.
   tro=$(target pod-$fs-ro pvc-$fs-a)
   c node publish "$a" "$tro" --staging-path "$sa" --readonly
@@ -104,12 +117,12 @@ scenario() { # fs
   c node unpublish "$a" "$tro"
 
   # Volume B beside it: its own usage, its own limit.
-  b=$(c -o json volume create pvc-$fs-b --size 100Mi | id_of)
+  b=$(c -o json volume create pvc-$fs-b --size 32Mi | id_of)
   cp $mnt/volumes/pvc-$fs-b/meta.json $S/b-meta.json
   sb=$(staging $fs-b); tb=$(target pod-$fs-b pvc-$fs-b)
   c node stage "$b" "$sb"
   c node publish "$b" "$tb" --staging-path "$sb"
-  pod dd if=/dev/zero of="$tb/ten" bs=1M count=10 conv=fsync 2>/dev/null
+  pod dd if=/dev/zero of="$tb/eight" bs=1M count=8 conv=fsync 2>/dev/null
   c -o json node stats "$b" "$tb" > $S/stats-b.json
   c -o json node stats "$a" "$ta" > $S/stats-a-beside-b.json
 
@@ -118,8 +131,9 @@ scenario() { # fs
   start_driver $mnt $S/driver.log
   c -o json node stats "$a" "$ta" > $S/stats-restarted.json
   lsattr -pd $mnt/volumes/pvc-$fs-a/data $mnt/volumes/pvc-$fs-b/data > $S/lsattr.txt 2>&1 || true
-  if pod fallocate -l 1G "$ta/over" 2> $S/fallocate-over.txt; then
-    echo "$fs: 1 GiB more fitted into a full 2 GiB volume after the restart"; exit 1
+  # 96 of its 128 MiB are used: 64 MiB more must not fit.
+  if pod fallocate -l 64M "$ta/over" 2> $S/fallocate-over.txt; then
+    echo "$fs: 64 MiB more fitted into a 128 MiB volume with 32 MiB free after the restart"; exit 1
   fi
   rm -f "$ta/over"
 
@@ -236,14 +250,14 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
     let dir = share.join(fs);
     let healthy = |stats: &Value| assert_eq!(stats["condition"]["abnormal"], false, "{stats}");
 
-    // The write that would pass 1 GiB fails, and no more than 1 GiB was
+    // The write that would pass 64 MiB fails, and no more than 64 MiB was
     // written.
     let dd = read(&dir, "dd-fill.txt");
     assert!(dd.contains(limit_error(fs)), "{fs}: dd said {dd}");
     let written: u64 = read(&dir, "fill-bytes.txt").trim().parse().unwrap();
     assert!(
-        (GI - 4 * MI..=GI).contains(&written),
-        "{fs}: {written} bytes written into a 1 GiB volume"
+        (VOLUME - MI..=VOLUME).contains(&written),
+        "{fs}: {written} bytes written into a 64 MiB volume"
     );
 
     // Stats are the volume's own: its usage, its limit.
@@ -251,7 +265,7 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
     healthy(&full);
     let (total, used, available) = usage(&full, "BYTES");
     assert_eq!(
-        total, GI,
+        total, VOLUME,
         "{fs}: total is the volume's limit, not the filesystem's"
     );
     assert!(
@@ -266,17 +280,17 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
     );
     assert_eq!(inodes_total, inodes_used + inodes_available);
 
-    // Expanded to 2 GiB: 0.5 GiB more fits, stats follow.
+    // Expanded to 128 MiB: 32 MiB more fits, stats follow.
     let expand = json(&dir, "expand.json");
-    assert_eq!(expand["capacity_bytes"], 2 * GI);
+    assert_eq!(expand["capacity_bytes"], GROWN);
     assert_eq!(expand["node_expansion_required"], false);
-    assert_eq!(json(&dir, "node-expand.json")["capacity_bytes"], 2 * GI);
+    assert_eq!(json(&dir, "node-expand.json")["capacity_bytes"], GROWN);
     let grown = json(&dir, "stats-grown.json");
     healthy(&grown);
     let (total, used_grown, _) = usage(&grown, "BYTES");
-    assert_eq!(total, 2 * GI);
+    assert_eq!(total, GROWN);
     assert!(
-        near(used_grown, written + 512 * MI, 4 * MI),
+        near(used_grown, written + MORE, 4 * MI),
         "{fs}: used {used_grown}"
     );
 
@@ -304,8 +318,8 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
         );
     }
     // The quota tools see the same limits (report -b: KiB).
-    let before = read(&dir, "quota-1gi.txt");
-    let after = read(&dir, "quota-2gi.txt");
+    let before = read(&dir, "quota-64mi.txt");
+    let after = read(&dir, "quota-128mi.txt");
     let limit_line = |report: &str, project: u64| {
         report
             .lines()
@@ -314,11 +328,11 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
             .to_string()
     };
     assert!(
-        limit_line(&before, a_project).contains(" 1048576 "),
+        limit_line(&before, a_project).contains(&format!(" {} ", VOLUME / 1024)),
         "{before}"
     );
     assert!(
-        limit_line(&after, a_project).contains(" 2097152 "),
+        limit_line(&after, a_project).contains(&format!(" {} ", GROWN / 1024)),
         "{after}"
     );
 
@@ -326,8 +340,8 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
     let b = json(&dir, "stats-b.json");
     healthy(&b);
     let (b_total, b_used, _) = usage(&b, "BYTES");
-    assert_eq!(b_total, 100 * MI);
-    assert!(near(b_used, 10 * MI, MI), "{fs}: volume B used {b_used}");
+    assert_eq!(b_total, B_VOLUME);
+    assert!(near(b_used, B_WRITTEN, MI), "{fs}: volume B used {b_used}");
     let readonly = json(&dir, "stats-readonly.json");
     healthy(&readonly);
     assert_eq!(
@@ -365,17 +379,22 @@ fn check_filesystem(share: &Path, fs: &str) -> String {
     }
 
     format!(
-        "{fs}: 1 GiB volume took {written} bytes, then {:?} ({} bytes short of 1 GiB) in {} s; \
+        "{fs}: {} MiB volume took {written} bytes, then {:?} ({} bytes short of the limit) in {} s; \
          stats at the limit: total {total_1} used {used} available {available}, inodes used {inodes_used}; \
-         after expansion to 2 GiB and 512 MiB more ({} s): total {total} used {used_grown}; \
-         second volume (100 MiB, 10 MiB written): total {b_total} used {b_used}; \
+         after expansion to {} MiB and {} MiB more ({} s): total {total} used {used_grown}; \
+         second volume ({} MiB, {} MiB written): total {b_total} used {b_used}; \
          project ids {a_project} and {b_project}; scenario {} s",
+        VOLUME / MI,
         limit_error(fs),
-        GI - written,
+        VOLUME - written,
         read(&dir, "dd-fill-seconds.txt").trim(),
+        GROWN / MI,
+        MORE / MI,
         read(&dir, "dd-more-seconds.txt").trim(),
+        B_VOLUME / MI,
+        B_WRITTEN / MI,
         read(&dir, "scenario-seconds.txt").trim(),
-        total_1 = GI,
+        total_1 = VOLUME,
     )
 }
 
@@ -466,8 +485,9 @@ fn local_volumes_are_held_to_their_size_by_project_quotas() {
     let options = GuestOptions {
         share: Some(share.path().to_path_buf()),
         timeout: Duration::from_secs(300),
-        // One filled 3 GiB image at a time lives in guest memory.
-        memory_mib: 3584,
+        // One image at a time lives in guest memory, about 110 MiB of it
+        // written (see the top of this file): the default guest's memory.
+        memory_mib: 1024,
         ..GuestOptions::default()
     };
     let out = guest.run(&script, &options).expect("run the guest");
@@ -475,9 +495,9 @@ fn local_volumes_are_held_to_their_size_by_project_quotas() {
     for fs in ["xfs", "ext4"] {
         let dir = share.path().join(fs);
         eprintln!(
-            "--- {fs} driver log\n{}\n--- {fs} quota report at 2 GiB\n{}",
+            "--- {fs} driver log\n{}\n--- {fs} quota report at 128 MiB\n{}",
             read(&dir, "driver.log"),
-            read(&dir, "quota-2gi.txt")
+            read(&dir, "quota-128mi.txt")
         );
     }
     assert!(!out.timed_out, "the guest timed out");
