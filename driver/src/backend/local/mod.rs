@@ -18,6 +18,7 @@
 //! ([`ledger`]); expansion and per-volume usage live in [`sizing`].
 
 mod enforce;
+mod in_use;
 mod ledger;
 mod sizing;
 
@@ -582,6 +583,9 @@ impl Backend for LocalBackend {
         };
         let dir = self.volume_dir(&local.key);
         block::check_unused(&dir, id)?;
+        if let Ok((_, data)) = self.data_dir(id) {
+            in_use::check_unused(&dir, &data, id)?;
+        }
         // What it was promised and its project, to give back once it is gone.
         let recorded = self.read_meta(&local.key).unwrap_or_else(|e| {
             tracing::warn!(volume = %id, error = %e, "deleting a volume with an unreadable record");
@@ -672,6 +676,10 @@ impl Backend for LocalBackend {
             return block::stage(&self.block_dir(id)?, id, staging);
         }
         let (data, source) = self.data_dir(id)?;
+        // Recorded first (and again on a repeat): DeleteVolume refuses
+        // from the moment the mount can exist.
+        let local = self.owned(id)?;
+        in_use::record(&self.volume_dir(&local.key), staging)?;
         if let Some(state) = mount::inspect(staging).map_err(Error::io("inspect", staging))? {
             if state.is_mount_root {
                 if source.same_inode(&state) {
@@ -789,7 +797,9 @@ impl Backend for LocalBackend {
         let Ok(local) = self.owned(id) else {
             return Ok(());
         };
-        block::unstage(&self.volume_dir(&local.key), id, staging)
+        let dir = self.volume_dir(&local.key);
+        in_use::forget(&dir, staging)?;
+        block::unstage(&dir, id, staging)
     }
 
     fn block_device(&self, id: &VolumeId, staging: &Path, read_only: bool) -> Result<PathBuf> {
