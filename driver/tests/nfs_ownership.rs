@@ -635,3 +635,53 @@ async fn random_templates_on_one_export_never_lose_another_volumes_data() {
         "{created} created, {refused} refused, {deleted} deleted"
     );
 }
+
+/// CreateVolume calls for nested directories, or for one directory under
+/// two ids (two onDelete policies), racing each other: never both succeed.
+#[tokio::test]
+async fn racing_creates_never_nest_or_share_a_directory() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let (mut a, mut b) = (driver.controller().await, driver.controller().await);
+    let mut made = Vec::new();
+    for round in 0..10 {
+        let outer = format!("race-{round}");
+        let inner = format!("race-{round}/inner");
+        let (first, second) = if round % 2 == 0 {
+            (in_dir("pvc-a", port, &outer), in_dir("pvc-b", port, &inner))
+        } else {
+            (
+                nfs_request("pvc-a", port, &[("subDir", &outer)]),
+                nfs_request("pvc-b", port, &[("subDir", &outer), ("onDelete", "retain")]),
+            )
+        };
+        let (first, second) = tokio::join!(a.create_volume(first), b.create_volume(second));
+        let won: Vec<Volume> = [first, second]
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(r) => r.into_inner().volume,
+                Err(s) => {
+                    assert!(
+                        matches!(s.code(), Code::AlreadyExists | Code::Aborted),
+                        "round {round}: {s}"
+                    );
+                    None
+                }
+            })
+            .collect();
+        assert!(won.len() <= 1, "round {round}: both made: {won:?}");
+        made.extend(won);
+    }
+    assert!(!made.is_empty(), "no round had a winner");
+    for v in &made {
+        a.delete_volume(delete(&v.volume_id)).await.unwrap();
+    }
+    let left: Vec<_> = std::fs::read_dir(export.join(".cairn-volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "records or claims left: {left:?}");
+}

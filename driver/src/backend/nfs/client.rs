@@ -65,10 +65,22 @@ fn url(server: &NfsServer, port: u16, share: &SharePath, version: &str) -> Strin
     )
 }
 
+/// Whether what was addressed is not there: never was, or was removed
+/// while we held its handle (a concurrent delete between LOOKUP and READ
+/// answers STALE, not NOENT).
+fn is_gone(err: &NfsError) -> bool {
+    err.is_not_found()
+        || matches!(
+            err,
+            NfsError::Nfs3(nfs_rs::Nfs3ErrorCode::NFS3ERR_STALE)
+                | NfsError::Nfs4(nfs_rs::Nfs4ErrorCode::NFS4ERR_STALE)
+        )
+}
+
 /// How the caller can act on an NFS failure: the one place NFS client
 /// errors become the driver's error codes.
 fn classify(err: &NfsError) -> fn(String) -> Error {
-    if err.is_not_found() {
+    if is_gone(err) {
         return Error::NotFound;
     }
     match err.kind() {
@@ -279,7 +291,7 @@ impl Share {
     pub async fn exists(&self, path: &str) -> Result<bool> {
         match self.mount.lookup_path(path).await {
             Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) if is_gone(&e) => Ok(false),
             Err(e) => Err(map_error(&self.label, &format!("lookup {path}"), e)),
         }
     }
@@ -288,7 +300,7 @@ impl Share {
     pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.mount.read_path(path, 0, MAX_RECORD).await {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
-            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) if is_gone(&e) => Ok(None),
             Err(e) => Err(map_error(&self.label, &format!("read {path}"), e)),
         }
     }
@@ -341,7 +353,7 @@ impl Share {
     pub async fn remove_file(&self, path: &str) -> Result<()> {
         match self.mount.remove_path(path).await {
             Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
             Err(e) => Err(map_error(&self.label, &format!("remove {path}"), e)),
         }
     }
@@ -350,7 +362,7 @@ impl Share {
     pub async fn rename(&self, from: &str, to: &str) -> Result<bool> {
         match self.mount.rename_path(from, to).await {
             Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) if is_gone(&e) => Ok(false),
             Err(e) => Err(map_error(&self.label, &format!("rename {from}"), e)),
         }
     }
@@ -364,7 +376,7 @@ impl Share {
             if listed {
                 match self.mount.rmdir_path(&dir).await {
                     Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
+                    Err(e) if is_gone(&e) => {}
                     Err(e) => return Err(map_error(&self.label, &format!("rmdir {dir}"), e)),
                 }
                 continue;
