@@ -95,6 +95,14 @@ pub fn not_found<T: Debug>(result: Result<T, Status>) -> CaseResult {
     code(result, &[Code::NotFound]).map(drop)
 }
 
+/// Prefixes a failure with what it was about (which id or token was sent).
+pub fn about(stop: Stop, what: impl std::fmt::Display) -> Stop {
+    match stop {
+        Stop::Fail(message) => Stop::Fail(format!("{what}: {message}")),
+        skip => skip,
+    }
+}
+
 /// The call must succeed or fail with one of `codes`; returns the value on
 /// success.
 pub fn ok_or_code<T>(result: Result<T, Status>, codes: &[Code]) -> Result<Option<T>, Stop> {

@@ -435,6 +435,22 @@ impl Ctx {
         Ok(volume.volume_id)
     }
 
+    /// Ids the plugin never issued, so they name nothing: a plain one and a
+    /// 128-byte one full of path and shell characters (unique, so even a
+    /// driver that used it as a path would find nothing there).
+    pub fn never_issued_ids(&self) -> Vec<String> {
+        let unique = self.unique_name();
+        let plain = format!("cairn-sanity-never-issued-{unique}");
+        let mut odd = format!("../../cairn-sanity never/issued\\{unique}:%2e%2e;*?$(x)\u{e9}-");
+        while odd.len() < 128 {
+            odd.push('x');
+        }
+        while odd.len() > 128 {
+            odd.pop();
+        }
+        vec![plain, odd]
+    }
+
     /// A snapshot of `source_volume_id`, deleted after the case.
     pub async fn new_snapshot(&self, source_volume_id: &str) -> Result<v1::Snapshot, Stop> {
         self.need_controller(ControllerCap::CreateDeleteSnapshot)?;
@@ -499,16 +515,27 @@ impl Ctx {
     /// (after ControllerPublish when the controller wants that); returns the
     /// staging path, empty when the driver does not stage.
     pub async fn stage(&self, volume: &Volume) -> Result<String, Stop> {
-        let publish_context = self.controller_publish(volume).await?;
+        self.stage_with(volume, 0, fixtures::single_writer()).await
+    }
+
+    /// `stage` at staging dir `n` with capability `cap` (ControllerPublish
+    /// too), so one case can stage several volumes or other access modes.
+    pub async fn stage_with(
+        &self,
+        volume: &Volume,
+        n: u32,
+        cap: VolumeCapability,
+    ) -> Result<String, Stop> {
+        let publish_context = self.controller_publish(volume, &cap).await?;
         if !self.caps().has_node(NodeCap::StageUnstageVolume) {
             return Ok(String::new());
         }
-        let staging = self.staging_dir(0)?;
+        let staging = self.staging_dir(n)?;
         self.node_stage_volume(v1::NodeStageVolumeRequest {
             volume_id: volume.volume_id.clone(),
             publish_context,
             staging_target_path: staging.clone(),
-            volume_capability: Some(fixtures::single_writer()),
+            volume_capability: Some(cap),
             volume_context: volume.volume_context.clone(),
             ..Default::default()
         })
@@ -521,7 +548,11 @@ impl Ctx {
         Ok(staging)
     }
 
-    async fn controller_publish(&self, volume: &Volume) -> Result<HashMap<String, String>, Stop> {
+    async fn controller_publish(
+        &self,
+        volume: &Volume,
+        cap: &VolumeCapability,
+    ) -> Result<HashMap<String, String>, Stop> {
         if !self
             .caps()
             .has_controller(ControllerCap::PublishUnpublishVolume)
@@ -538,7 +569,7 @@ impl Ctx {
             .controller_publish_volume(v1::ControllerPublishVolumeRequest {
                 volume_id: volume.volume_id.clone(),
                 node_id: node_id.clone(),
-                volume_capability: Some(fixtures::single_writer()),
+                volume_capability: Some(cap.clone()),
                 volume_context: volume.volume_context.clone(),
                 ..Default::default()
             })

@@ -1,4 +1,7 @@
-//! DeleteVolume: required id and idempotency.
+//! DeleteVolume: required id, idempotency, ids never issued and volumes in
+//! use.
+
+use std::path::Path;
 
 use super::prelude::*;
 
@@ -8,7 +11,8 @@ pub fn cases() -> Vec<Case> {
         case!("DeleteVolume/ok", "DeleteVolume: with CREATE_DELETE_VOLUME the plugin deprovisions the volume and replies 0 OK", delete_ok),
         case!("DeleteVolume/unknown-id", "DeleteVolume: if the volume does not exist the Plugin MUST reply 0 OK", unknown_id),
         case!("DeleteVolume/twice", "DeleteVolume: this operation MUST be idempotent; a repeated call replies 0 OK", twice),
-        case!("DeleteVolume/never-issued-id", "DeleteVolume: an id the plugin never issued does not exist → 0 OK (or 3 INVALID_ARGUMENT if malformed for this plugin)", never_issued),
+        case!("DeleteVolume/never-issued-id", "DeleteVolume: an id the plugin never issued (plain, or 128 bytes of path characters) names no volume, and if the volume does not exist the Plugin MUST reply 0 OK", never_issued),
+        case!("DeleteVolume/while-published", "DeleteVolume: a staged and published volume is in use → 9 FAILED_PRECONDITION, or 0 OK; either way the data written through its target stays readable", while_published),
     ]
 }
 
@@ -57,8 +61,36 @@ async fn twice(cx: Ctx) -> CaseResult {
 
 async fn never_issued(cx: Ctx) -> CaseResult {
     cx.need_controller(ControllerCap::CreateDeleteVolume)?;
-    let result = cx
-        .delete_volume(delete_req("sanity-never-issued-volume-id"))
-        .await;
-    check::ok_or_code(result, &[Code::InvalidArgument]).map(drop)
+    for id in cx.never_issued_ids() {
+        check::ok(
+            cx.delete_volume(delete_req(&id)).await,
+            "DeleteVolume of an id never issued",
+        )
+        .map_err(|stop| check::about(stop, format!("volume_id {id:?}")))?;
+    }
+    Ok(())
+}
+
+async fn while_published(cx: Ctx) -> CaseResult {
+    let (volume, _, target) = cx.published_volume().await?;
+    let file = Path::new(&target).join("sanity-in-use");
+    let data = b"written by a running pod".as_slice();
+    std::fs::write(&file, data)
+        .map_err(|e| fail(format!("cannot write {}: {e}", file.display())))?;
+    let answer = check::ok_or_code(
+        cx.delete_volume(delete_req(&volume.volume_id)).await,
+        &[Code::FailedPrecondition],
+    )?;
+    let answered = if answer.is_some() {
+        "0 OK"
+    } else {
+        "9 FAILED_PRECONDITION"
+    };
+    let read = std::fs::read(&file);
+    ensure!(
+        read.as_deref().ok() == Some(data),
+        "DeleteVolume of the published volume answered {answered}, and the data written \
+         through {target} is gone or changed: {read:?}"
+    );
+    Ok(())
 }

@@ -8,11 +8,13 @@ pub fn cases() -> Vec<Case> {
         case!("ControllerExpandVolume/no-id", "ControllerExpandVolume: volume_id is REQUIRED → 3 INVALID_ARGUMENT", no_id),
         case!("ControllerExpandVolume/no-capacity", "ControllerExpandVolume: capacity_range is REQUIRED → 3 INVALID_ARGUMENT", no_capacity),
         case!("ControllerExpandVolume/unknown-id", "ControllerExpandVolume: volume does not exist → 5 NOT_FOUND", unknown_id),
+        case!("ControllerExpandVolume/never-issued-id", "ControllerExpandVolume: an id the plugin never issued names no volume → 5 NOT_FOUND", never_issued),
         case!("ControllerExpandVolume/grows", "ControllerExpandVolume: the returned capacity_bytes is at least the new required_bytes", grows),
         case!("ControllerExpandVolume/twice", "ControllerExpandVolume: MUST be idempotent; already at the requested size → 0 OK", twice),
         case!("NodeExpandVolume/no-id", "NodeExpandVolume: volume_id is REQUIRED → 3 INVALID_ARGUMENT", node_no_id),
         case!("NodeExpandVolume/no-path", "NodeExpandVolume: volume_path is REQUIRED → 3 INVALID_ARGUMENT", node_no_path),
         case!("NodeExpandVolume/unknown-volume", "NodeExpandVolume: volume does not exist → 5 NOT_FOUND", node_unknown),
+        case!("NodeExpandVolume/never-issued-volume", "NodeExpandVolume: an id the plugin never issued names no volume → 5 NOT_FOUND", node_never_issued),
         case!("VolumeExpansion/plugin-capability-consistent", "GetPluginCapabilities: a plugin with VolumeExpansion MUST implement EXPAND_VOLUME on the controller or the node or both", consistent),
     ]
 }
@@ -142,5 +144,30 @@ async fn consistent(cx: Ctx) -> CaseResult {
             || cx.caps().has_node(NodeCap::ExpandVolume),
         "VolumeExpansion advertised without EXPAND_VOLUME on controller or node"
     );
+    Ok(())
+}
+
+async fn never_issued(cx: Ctx) -> CaseResult {
+    need(&cx)?;
+    for id in cx.never_issued_ids() {
+        check::not_found(
+            cx.controller_expand_volume(expand_req(&id, cx.size() * 2))
+                .await,
+        )
+        .map_err(|stop| check::about(stop, format!("volume_id {id:?}")))?;
+    }
+    Ok(())
+}
+
+async fn node_never_issued(cx: Ctx) -> CaseResult {
+    cx.need_node(NodeCap::ExpandVolume)?;
+    let target = cx.target_path(0)?;
+    for id in cx.never_issued_ids() {
+        check::not_found(
+            cx.node_expand_volume(node_req(&id, &target, cx.size() * 2))
+                .await,
+        )
+        .map_err(|stop| check::about(stop, format!("volume_id {id:?}")))?;
+    }
     Ok(())
 }

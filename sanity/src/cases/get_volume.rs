@@ -6,6 +6,7 @@ pub fn cases() -> Vec<Case> {
     vec![
         case!("ControllerGetVolume/no-id", "ControllerGetVolume: volume_id is REQUIRED; missing MUST give 3 INVALID_ARGUMENT", no_id),
         case!("ControllerGetVolume/unknown-id", "ControllerGetVolume: volume does not exist → 5 NOT_FOUND", unknown_id),
+        case!("ControllerGetVolume/never-issued-id", "ControllerGetVolume: an id the plugin never issued names no volume → 5 NOT_FOUND", never_issued),
         case!("ControllerGetVolume/ok", "ControllerGetVolume: volume and status are REQUIRED and describe the volume asked for", get_ok),
         case!("ControllerGetVolume/volume-condition", "ControllerGetVolume: VolumeStatus.volume_condition MUST be specified when VOLUME_CONDITION is advertised", volume_condition),
         case!("ControllerGetVolume/deleted", "ControllerGetVolume: after DeleteVolume the volume does not exist → 5 NOT_FOUND", deleted),
@@ -94,5 +95,14 @@ async fn volume_condition(cx: Ctx) -> CaseResult {
         "a fresh volume is abnormal: {:?}",
         condition.message
     );
+    Ok(())
+}
+
+async fn never_issued(cx: Ctx) -> CaseResult {
+    cx.need_controller(ControllerCap::GetVolume)?;
+    for id in cx.never_issued_ids() {
+        check::not_found(cx.controller_get_volume(get(&id)).await)
+            .map_err(|stop| check::about(stop, format!("volume_id {id:?}")))?;
+    }
     Ok(())
 }

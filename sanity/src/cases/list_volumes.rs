@@ -17,6 +17,7 @@ pub fn cases() -> Vec<Case> {
         case!("ListVolumes/pagination-visits-each-once", "ListVolumes: paging with next_token visits every volume exactly once when nothing changes", pagination),
         case!("ListVolumes/unpaged-has-no-token", "ListVolumes: max_entries 0 means no limit, so all entries come back and no next_token is needed", unpaged_no_token),
         case!("ListVolumes/invalid-token", "ListVolumes: an invalid starting_token → 10 ABORTED", invalid_token),
+        case!("ListVolumes/never-issued-tokens", "ListVolumes: a starting_token the plugin never issued (\"garbage\", \"-1\", \"999999\", a volume's name) is not valid → 10 ABORTED", never_issued_tokens),
         case!("ListVolumes/negative-max-entries", "ListVolumes: max_entries MUST NOT be negative → 3 INVALID_ARGUMENT", negative_max_entries),
         case!("ListVolumes/volume-added-between-pages", "ListVolumes: the CO SHALL NOT expect a consistent view while volumes are created; paging continues with the issued next_token", added_between_pages),
         case!("ListVolumes/volume-removed-between-pages", "ListVolumes: the CO SHALL NOT expect a consistent view while volumes are deleted; paging continues with the issued next_token", removed_between_pages),
@@ -275,5 +276,41 @@ async fn published_nodes_status(cx: Ctx) -> CaseResult {
         resp.entries.iter().all(|e| e.status.is_some()),
         "an entry has no status"
     );
+    Ok(())
+}
+
+/// Every next_token a full walk one entry at a time is given: strings the
+/// plugin did issue, which a case must not present as never issued.
+async fn issued_tokens(cx: &Ctx) -> Result<Vec<String>, Stop> {
+    let mut issued = Vec::new();
+    let mut token = String::new();
+    for _ in 0..MAX_PAGES {
+        let resp = page(cx, 1, &token).await?;
+        if resp.next_token.is_empty() || issued.contains(&resp.next_token) {
+            break;
+        }
+        token = resp.next_token.clone();
+        issued.push(resp.next_token);
+    }
+    Ok(issued)
+}
+
+async fn never_issued_tokens(cx: Ctx) -> CaseResult {
+    need_list(&cx)?;
+    let mut tokens: Vec<String> = ["garbage", "-1", "999999"].map(String::from).into();
+    if cx.caps().has_controller(ControllerCap::CreateDeleteVolume) {
+        let name = cx.unique_name();
+        cx.volume_from(cx.volume_request(&name)).await?;
+        tokens.push(name);
+    }
+    let issued = issued_tokens(&cx).await?;
+    for token in tokens.iter().filter(|t| !issued.contains(t)) {
+        let req = v1::ListVolumesRequest {
+            max_entries: 0,
+            starting_token: token.clone(),
+        };
+        check::code(cx.list_volumes(req).await, &[Code::Aborted])
+            .map_err(|stop| check::about(stop, format!("starting_token {token:?}")))?;
+    }
     Ok(())
 }

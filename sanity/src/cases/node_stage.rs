@@ -12,6 +12,7 @@ pub fn cases() -> Vec<Case> {
         case!("NodeStageVolume/no-capability", "NodeStageVolume: volume_capability is REQUIRED → 3 INVALID_ARGUMENT", no_capability),
         case!("NodeStageVolume/relative-staging-path", "NodeStageVolume: staging_target_path MUST be an absolute path; a relative one is invalid → 3 INVALID_ARGUMENT", relative_path),
         case!("NodeStageVolume/unknown-volume", "NodeStageVolume: volume does not exist → 5 NOT_FOUND", unknown_volume),
+        case!("NodeStageVolume/never-issued-volume", "NodeStageVolume: an id the plugin never issued names no volume → 5 NOT_FOUND", never_issued),
         case!("NodeStageVolume/unknown-access-mode", "NodeStageVolume: an UNKNOWN access mode is invalid → 3 INVALID_ARGUMENT (or 9 FAILED_PRECONDITION, exceeds capabilities)", unknown_access_mode),
         case!("NodeStageVolume/ok", "NodeStageVolume: with STAGE_UNSTAGE_VOLUME a created volume stages at the CO-created staging dir", stage_ok),
         case!("NodeStageVolume/twice", "NodeStageVolume: MUST be idempotent; already staged with an identical capability → 0 OK", stage_twice),
@@ -20,6 +21,7 @@ pub fn cases() -> Vec<Case> {
         case!("NodeUnstageVolume/no-staging-path", "NodeUnstageVolume: staging_target_path is REQUIRED → 3 INVALID_ARGUMENT", unstage_no_path),
         case!("NodeUnstageVolume/never-staged", "NodeUnstageVolume: the volume is not staged at staging_target_path → 0 OK", never_staged),
         case!("NodeUnstageVolume/twice", "NodeUnstageVolume: MUST be idempotent; a repeated call replies 0 OK", unstage_twice),
+        case!("NodeUnstageVolume/other-volumes-staging", "NodeUnstageVolume: undoes the staging of the volume named by volume_id only; with volume A's id at volume B's staging path, B stays staged, publishable, with its data", other_volumes_staging),
         case!("NodeUnstageVolume/undoes-mount", "NodeUnstageVolume: MUST undo the work of NodeStageVolume; a staging mount is gone afterwards", undoes_mount),
     ]
 }
@@ -210,6 +212,73 @@ async fn undoes_mount(cx: Ctx) -> CaseResult {
     ensure!(
         !still,
         "{staging} is still a mount point after NodeUnstageVolume"
+    );
+    Ok(())
+}
+
+async fn never_issued(cx: Ctx) -> CaseResult {
+    cx.need_node(NodeCap::StageUnstageVolume)?;
+    for (n, id) in (0..).zip(cx.never_issued_ids()) {
+        let staging = cx.staging_dir(n)?;
+        let req = stage_req(
+            &v1::Volume {
+                volume_id: id.clone(),
+                ..Default::default()
+            },
+            &staging,
+        );
+        check::not_found(stage(&cx, req).await)
+            .map_err(|stop| check::about(stop, format!("volume_id {id:?}")))?;
+    }
+    Ok(())
+}
+
+async fn other_volumes_staging(cx: Ctx) -> CaseResult {
+    cx.need_node(NodeCap::StageUnstageVolume)?;
+    cx.need_node_volume()?;
+    let a = cx.new_volume().await?;
+    cx.stage_with(&a, 0, fixtures::single_writer()).await?;
+    let b = cx.new_volume().await?;
+    let b_staging = cx.stage_with(&b, 1, fixtures::single_writer()).await?;
+    let b_target = cx.publish(&b, &b_staging, 0, false).await?;
+    let data = b"volume B's data".as_slice();
+    std::fs::write(Path::new(&b_target).join("sanity-b"), data)
+        .map_err(|e| fail(format!("cannot write through B's target: {e}")))?;
+    check::ok(
+        cx.node_unpublish_volume(v1::NodeUnpublishVolumeRequest {
+            volume_id: b.volume_id.clone(),
+            target_path: b_target.clone(),
+        })
+        .await,
+        "setup: NodeUnpublishVolume of B",
+    )?;
+    // Any answer will do (an error, or OK without touching B); what
+    // counts is what happens to B.
+    let answer = match cx
+        .node_unstage_volume(unstage_req(&a.volume_id, &b_staging))
+        .await
+    {
+        Ok(_) => "0 OK".to_string(),
+        Err(status) => check::describe(&status),
+    };
+    let still =
+        is_mount_point(Path::new(&b_staging)).map_err(|e| fail(format!("reading mounts: {e}")))?;
+    ensure!(
+        still,
+        "NodeUnstageVolume with A's id at B's staging path ({answer}) unstaged B: \
+         {b_staging} is no longer a mount point"
+    );
+    let again = cx.publish(&b, &b_staging, 1, false).await.map_err(|stop| {
+        check::about(
+            stop,
+            format!("after NodeUnstageVolume with A's id at B's staging path ({answer})"),
+        )
+    })?;
+    let read = std::fs::read(Path::new(&again).join("sanity-b"));
+    ensure!(
+        read.as_deref().ok() == Some(data),
+        "after NodeUnstageVolume with A's id at B's staging path ({answer}), B no longer \
+         shows its data: {read:?}"
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ pub fn cases() -> Vec<Case> {
         case!("NodeGetVolumeStats/with-staging-path", "NodeGetVolumeStats: staging_target_path is OPTIONAL and the CO SHOULD supply it; giving it does not change the answer", with_staging_path),
         case!("NodeGetVolumeStats/unknown-path", "NodeGetVolumeStats: the volume does not exist on the specified volume_path → 5 NOT_FOUND", unknown_path),
         case!("NodeGetVolumeStats/unknown-volume", "NodeGetVolumeStats: a volume that does not exist → 5 NOT_FOUND", unknown_volume),
+        case!("NodeGetVolumeStats/never-issued-volume", "NodeGetVolumeStats: an id the plugin never issued names no volume, even at another volume's path → 5 NOT_FOUND", never_issued),
         case!("NodeGetVolumeStats/volume-condition", "NodeGetVolumeStats: with node VOLUME_CONDITION the response reports volume_condition; a healthy volume is not abnormal", volume_condition),
     ]
 }
@@ -129,5 +130,16 @@ async fn volume_condition(cx: Ctx) -> CaseResult {
         "a fresh volume is abnormal: {:?}",
         condition.message
     );
+    Ok(())
+}
+
+async fn never_issued(cx: Ctx) -> CaseResult {
+    need(&cx)?;
+    // A real volume's target: the bogus id must not borrow its stats.
+    let (_, _, target) = cx.published_volume().await?;
+    for id in cx.never_issued_ids() {
+        check::not_found(cx.node_get_volume_stats(stats_req(&id, &target)).await)
+            .map_err(|stop| check::about(stop, format!("volume_id {id:?}")))?;
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub fn cases() -> Vec<Case> {
         case!("CreateSnapshot/unknown-source", "CreateSnapshot: a source volume that does not exist cannot be snapshotted; the plugin MUST return a non-OK code", unknown_source),
         case!("DeleteSnapshot/no-id", "DeleteSnapshot: snapshot_id is REQUIRED → 3 INVALID_ARGUMENT", delete_no_id),
         case!("DeleteSnapshot/unknown-id", "DeleteSnapshot: if the snapshot does not exist the Plugin MUST reply 0 OK", delete_unknown),
+        case!("DeleteSnapshot/never-issued-id", "DeleteSnapshot: an id the plugin never issued names no snapshot, and if the snapshot does not exist the Plugin MUST reply 0 OK", delete_never_issued),
         case!("DeleteSnapshot/twice", "DeleteSnapshot: MUST be idempotent; a repeated call replies 0 OK", delete_twice),
         case!("DeleteSnapshot/source-volume-deleted-first", "DeleteVolume: deleting a volume with snapshots either keeps the snapshots fully operational (0 OK) or fails with 9 FAILED_PRECONDITION", delete_source_first),
         case!("ListSnapshots/ok", "ListSnapshots: with LIST_SNAPSHOTS the plugin MUST implement this RPC", list_ok),
@@ -29,6 +30,7 @@ pub fn cases() -> Vec<Case> {
         case!("ListSnapshots/by-unknown-source", "ListSnapshots: source_volume_id of a volume with no snapshots lists nothing", by_unknown_source),
         case!("ListSnapshots/pagination-visits-each-once", "ListSnapshots: MUST NOT return more than max_entries, MUST set next_token when more remain; paging visits each snapshot once", pagination),
         case!("ListSnapshots/invalid-token", "ListSnapshots: an invalid starting_token → 10 ABORTED", invalid_token),
+        case!("ListSnapshots/never-issued-tokens", "ListSnapshots: a starting_token the plugin never issued (\"garbage\", \"-1\", \"999999\", a volume or snapshot name) is not valid → 10 ABORTED", never_issued_tokens),
         case!("ListSnapshots/negative-max-entries", "ListSnapshots: max_entries MUST NOT be negative → 3 INVALID_ARGUMENT", negative_max_entries),
         case!("GetSnapshot/no-id", "GetSnapshot: snapshot_id is REQUIRED → 3 INVALID_ARGUMENT", get_no_id),
         case!("GetSnapshot/unknown-id", "GetSnapshot: snapshot does not exist → 5 NOT_FOUND", get_unknown),
@@ -501,4 +503,70 @@ async fn publish_again(cx: &Ctx, volume: &v1::Volume) -> Result<String, Stop> {
         String::new()
     };
     cx.publish(volume, &staging, 1, false).await
+}
+
+async fn delete_never_issued(cx: Ctx) -> CaseResult {
+    need(&cx)?;
+    for id in cx.never_issued_ids() {
+        check::ok(
+            cx.delete_snapshot(delete_req(&id)).await,
+            "DeleteSnapshot of an id never issued",
+        )
+        .map_err(|stop| check::about(stop, format!("snapshot_id {id:?}")))?;
+    }
+    Ok(())
+}
+
+/// Every next_token a full walk one entry at a time is given: strings the
+/// plugin did issue, which a case must not present as never issued.
+async fn issued_tokens(cx: &Ctx) -> Result<Vec<String>, Stop> {
+    let mut issued = Vec::new();
+    let mut token = String::new();
+    for _ in 0..MAX_PAGES {
+        let resp = check::ok(
+            cx.list_snapshots(v1::ListSnapshotsRequest {
+                max_entries: 1,
+                starting_token: token.clone(),
+                ..Default::default()
+            })
+            .await,
+            "ListSnapshots",
+        )?;
+        if resp.next_token.is_empty() || issued.contains(&resp.next_token) {
+            break;
+        }
+        token = resp.next_token.clone();
+        issued.push(resp.next_token);
+    }
+    Ok(issued)
+}
+
+async fn never_issued_tokens(cx: Ctx) -> CaseResult {
+    cx.need_controller(ControllerCap::ListSnapshots)?;
+    let mut tokens: Vec<String> = ["garbage", "-1", "999999"].map(String::from).into();
+    if cx.caps().has_controller(ControllerCap::CreateDeleteVolume) {
+        let name = cx.unique_name();
+        let source = cx.volume_from(cx.volume_request(&name)).await?;
+        tokens.push(name);
+        if cx
+            .caps()
+            .has_controller(ControllerCap::CreateDeleteSnapshot)
+        {
+            let name = cx.unique_name();
+            let mut req = snap_req(&source.volume_id, &name);
+            req.parameters = cx.snapshot_params();
+            check::ok(cx.try_create_snapshot(req).await, "setup: CreateSnapshot")?;
+            tokens.push(name);
+        }
+    }
+    let issued = issued_tokens(&cx).await?;
+    for token in tokens.iter().filter(|t| !issued.contains(t)) {
+        let req = v1::ListSnapshotsRequest {
+            starting_token: token.clone(),
+            ..Default::default()
+        };
+        check::code(cx.list_snapshots(req).await, &[Code::Aborted])
+            .map_err(|stop| check::about(stop, format!("starting_token {token:?}")))?;
+    }
+    Ok(())
 }

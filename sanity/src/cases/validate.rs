@@ -7,6 +7,7 @@ pub fn cases() -> Vec<Case> {
         case!("ValidateVolumeCapabilities/no-id", "ValidateVolumeCapabilities: volume_id is REQUIRED; missing MUST give 3 INVALID_ARGUMENT", no_id),
         case!("ValidateVolumeCapabilities/no-capabilities", "ValidateVolumeCapabilities: volume_capabilities is REQUIRED; missing MUST give 3 INVALID_ARGUMENT", no_capabilities),
         case!("ValidateVolumeCapabilities/unknown-id", "ValidateVolumeCapabilities: volume does not exist → 5 NOT_FOUND", unknown_id),
+        case!("ValidateVolumeCapabilities/never-issued-id", "ValidateVolumeCapabilities: an id the plugin never issued names no volume → 5 NOT_FOUND", never_issued),
         case!("ValidateVolumeCapabilities/supported", "ValidateVolumeCapabilities: capabilities the volume supports are confirmed", supported),
         case!("ValidateVolumeCapabilities/confirmed-echo", "ValidateVolumeCapabilities: confirmed.volume_capabilities (REQUIRED) lists the supported capabilities asked about", confirmed_echo),
         case!("ValidateVolumeCapabilities/with-context-and-parameters", "ValidateVolumeCapabilities: volume_context and parameters from CreateVolume MAY be passed and do not change the answer", with_context),
@@ -148,5 +149,19 @@ async fn block_consistent(cx: Ctx) -> CaseResult {
         alone || !pair,
         "block alone is not confirmed, yet mount+block together is"
     );
+    Ok(())
+}
+
+async fn never_issued(cx: Ctx) -> CaseResult {
+    cx.need_controller_service()?;
+    for id in cx.never_issued_ids() {
+        let req = v1::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.clone(),
+            volume_capabilities: vec![fixtures::single_writer()],
+            ..Default::default()
+        };
+        check::not_found(cx.validate_volume_capabilities(req).await)
+            .map_err(|stop| check::about(stop, format!("volume_id {id:?}")))?;
+    }
     Ok(())
 }
