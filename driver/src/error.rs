@@ -75,6 +75,12 @@ impl Error {
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 Code::ResourceExhausted
             }
+            // A path of ours that vanished mid-call is a volume or snapshot
+            // deleted by a call that ran just before (stage, stats or a
+            // snapshot racing a DeleteVolume): it does not exist.
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Code::NotFound
+            }
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
         }
     }
@@ -118,6 +124,17 @@ pub fn missing(field: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vanished_path_is_not_found_other_io_errors_internal() {
+        let gone =
+            Error::io("stat", "/root/volumes/v")(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(gone.code(), tonic::Code::NotFound);
+        let full = Error::io("write", "/x")(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+        let broken = Error::io("read", "/x")(std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(broken.code(), tonic::Code::Internal);
+    }
 
     #[test]
     fn quote_keeps_short_values_and_cuts_long_ones() {
