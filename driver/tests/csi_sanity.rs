@@ -127,6 +127,7 @@ fn csi_sanity_passes_against_the_local_backend() {
     let Some(sanity) = find_sanity() else { return };
     let driver = TestDriver::start();
     let report = run(&sanity, &driver, None);
+    csi_sanity::record_summary("csi-sanity local backend, one process", &report);
     check(&report, &driver, &[]);
 }
 
@@ -142,5 +143,6 @@ fn csi_sanity_passes_with_split_controller_and_node() {
         node.root.to_str().unwrap(),
     ]);
     let report = run(&sanity, &node, Some(&controller));
+    csi_sanity::record_summary("csi-sanity local backend, split controller/node", &report);
     check(&report, &node, SPLIT_EXTRA_SKIPS);
 }

@@ -90,6 +90,19 @@ mkdir -p /kubelet/pods/csi-sanity/volumes /kubelet/plugins/csi-sanity
   > /share/csi-sanity.txt 2>&1 && echo "CSI-SANITY OK" || echo "CSI-SANITY FAILED"
 grep -E '^(SUCCESS|FAIL)!' /share/csi-sanity.txt || true
 
+# A server that refuses the connection, or whose name does not resolve:
+# NodeStageVolume answers Unavailable (the kubelet retries), never Internal.
+for server in 127.0.0.1:1 nonexistent.invalid:2049; do
+  host=${server%:*}; port=${server#*:}
+  st=$(staging unreachable-$port)
+  if c node stage "nfs:d:$port:$host#/export#pvc-unreachable" "$st" --mount-flag port=$port \
+       --mount-flag nfsvers=4.1 --mount-flag retry=0 $CAP 2>/share/unreachable.txt; then
+    echo "staged from an unreachable server"; exit 1
+  fi
+  cat /share/unreachable.txt
+  grep -q "Unavailable:" /share/unreachable.txt && echo "UNREACHABLE STAGE $host OK"
+done
+
 # The server dies while a volume is published.
 id=$(c -o json volume create pvc-dead --size 10Mi --param server=127.0.0.1 --param share=/export \
       --mount-flag hard $CAP | id_of)
@@ -183,9 +196,19 @@ fn nfs_volumes_mount_in_a_real_kernel_and_survive_a_dead_server() {
         out.output.contains("SANITY OK"),
         "conformance against NFS failed"
     );
+    for host in ["127.0.0.1", "nonexistent.invalid"] {
+        assert!(
+            out.output.contains(&format!("UNREACHABLE STAGE {host} OK")),
+            "NodeStageVolume from unreachable {host} was not Unavailable"
+        );
+    }
     let report = cairn_harness::csi_sanity::Report::from_json(&read("csi-sanity.json"))
         .unwrap_or_else(|e| panic!("csi-sanity report: {e}\n{}", read("csi-sanity.txt")));
     eprintln!("csi-sanity against NFS: {}", report.summary());
+    cairn_harness::csi_sanity::record_summary(
+        "csi-sanity NFS backend, kernel mounts in the guest",
+        &report,
+    );
     assert!(
         report.failed.is_empty(),
         "csi-sanity failures against NFS: {:#?}\n{}",
