@@ -11,6 +11,7 @@ pub mod capability;
 pub mod capacity;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod controller;
 pub mod copy;
 pub mod driver;

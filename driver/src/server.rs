@@ -9,7 +9,6 @@ use cairn_proto::v1::controller_server::ControllerServer;
 use cairn_proto::v1::identity_server::IdentityServer;
 use cairn_proto::v1::node_server::NodeServer;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::codegen::http;
 
 use crate::backend::local::{LocalBackend, LocalOptions};
@@ -25,7 +24,7 @@ use crate::node::NodeService;
 use crate::paths::KubeletDir;
 use crate::published::PublishedRecords;
 use crate::staged::StagedRecords;
-use crate::{health, rpc, signal, socket};
+use crate::{connections, health, rpc, signal, socket};
 
 /// Builds the driver from flags, failing with what to fix. Runs inside the
 /// async runtime (the NFS backend keeps a handle to it).
@@ -187,7 +186,8 @@ pub async fn serve(
     if driver.mode.serves_node() {
         router = router.add_service(NodeServer::new(NodeService(driver.clone())));
     }
-    let server = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    let incoming = connections::accept(listener, connections::Limits::for_this_process());
+    let server = router.serve_with_incoming_shutdown(incoming, shutdown);
     tokio::pin!(server);
     let drained = async {
         if stopping_rx.await.is_err() {

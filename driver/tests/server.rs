@@ -234,3 +234,55 @@ async fn a_body_that_is_not_the_methods_message_is_invalid_argument() {
         .await
         .unwrap();
 }
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[tokio::test]
+async fn silent_connections_are_bounded_and_closed_and_cost_no_cpu() {
+    use std::io::Read as _;
+    let driver = TestDriver::start();
+    let cpu_before = cpu_seconds(driver.pid());
+    // More connections than the driver serves at once (256), none of them
+    // ever saying a word.
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..300)
+        .map(|_| std::os::unix::net::UnixStream::connect(&driver.socket).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    // A real client gets through once the silent ones are dropped (10 s
+    // after they were accepted), well within the deadline.
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        driver.identity().await.probe(ProbeRequest {}).await
+    })
+    .await
+    .expect("Probe answered while silent connections were held")
+    .expect("Probe");
+    assert!(probe.into_inner().ready.is_some_and(|r| r));
+    let waited = started.elapsed();
+    // The driver closed the silent connections: reading one ends.
+    let mut first = silent.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    // (After the server's own greeting, which it sends to everyone.)
+    let mut rest = Vec::new();
+    let read = first.read_to_end(&mut rest).map(|_| 0);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a silent connection stayed open: {read:?}"
+    );
+    let cpu = cpu_seconds(driver.pid()) - cpu_before;
+    eprintln!("Probe answered after {waited:.1?}; driver CPU over the flood: {cpu:.2} s");
+    assert!(cpu < 2.0, "the flood cost {cpu:.2} CPU seconds");
+}
