@@ -204,12 +204,25 @@ impl Story {
     /// the example as written otherwise.
     pub fn example(&self, rel: &str) -> Result<Vec<Value>> {
         let path = install::repo_root().join("deploy/examples").join(rel);
-        let v = kubectl::json(&["create", "--dry-run=client", "-f", &path.to_string_lossy()])?;
-        let objects = if v["kind"] == "List" {
-            items(&v)
-        } else {
-            vec![v]
-        };
+        let text = kubectl::run(&[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-f",
+            &path.to_string_lossy(),
+        ])?;
+        // One JSON document per object of a multi-document file.
+        let mut objects = Vec::new();
+        for v in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+            let v =
+                v.with_context(|| format!("parsing {} as kubectl renders it", path.display()))?;
+            if v["kind"] == "List" {
+                objects.extend(items(&v));
+            } else {
+                objects.push(v);
+            }
+        }
         Ok(objects.into_iter().map(|o| self.adapt(o)).collect())
     }
 
