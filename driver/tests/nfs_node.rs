@@ -172,10 +172,9 @@ fn nfs_volumes_mount_in_a_real_kernel_and_survive_a_dead_server() {
     );
     let options = GuestOptions {
         share: Some(share.path().to_path_buf()),
-        // Measured 146-152 s on a quiet machine with csi-sanity included,
-        // about 265 s beside two cargo builds; nextest's backstop for the
-        // guest run, 323 s with a release build beside it; nextest kills it
-        // at 1080 s (.config/nextest.toml).
+        // Measured 125-152 s on a quiet machine with csi-sanity included,
+        // 323 s with a release build beside it: about 3x that, and nextest
+        // kills it only at 1080 s (.config/nextest.toml).
         timeout: Duration::from_secs(1000),
         ..GuestOptions::default()
     };

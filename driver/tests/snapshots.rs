@@ -250,9 +250,10 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
         try_snapshot(&mut c, "snap-2", "local:node-a:missing").await,
         Code::NotFound,
     );
+    // An id Cairn never issued names no volume.
     assert_code(
         try_snapshot(&mut c, "snap-2", "../etc").await,
-        Code::InvalidArgument,
+        Code::NotFound,
     );
     assert_code(
         try_snapshot(&mut c, "../etc", &src.volume_id).await,
@@ -442,15 +443,14 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
         "after restart"
     );
 
-    // Deleting is idempotent; a malformed id is refused.
+    // Deleting is idempotent; an id Cairn never issued names no snapshot:
+    // deleting it succeeds and touches nothing; a missing one is refused.
     for id in list(&mut c, ListSnapshotsRequest::default()).await {
         delete_snapshot(&mut c, &id).await.unwrap();
         delete_snapshot(&mut c, &id).await.unwrap();
     }
-    assert_code(
-        delete_snapshot(&mut c, "../../x").await,
-        Code::InvalidArgument,
-    );
+    delete_snapshot(&mut c, "../../x").await.unwrap();
+    assert_code(delete_snapshot(&mut c, "").await, Code::InvalidArgument);
     assert!(list(&mut c, ListSnapshotsRequest::default())
         .await
         .is_empty());
@@ -629,7 +629,10 @@ async fn kill9_during_a_full_copy_then_restart_and_retry() {
     let mut c = driver.controller().await;
     let v = create(&mut c, create_request("heavy", GIB as i64)).await;
     let data = data_of(&root, &v.volume_id);
-    fill_heavy(&data, 100_000, 512 * MIB);
+    // Heavy enough that the copy outlasts the grace, a repeat, a listing, a
+    // refused restore and the kill on an idle machine (100,000 files and
+    // 512 MiB sometimes finished before the repeat).
+    fill_heavy(&data, 300_000, 1024 * MIB);
 
     let first = try_snapshot(&mut c, "snap-heavy", &v.volume_id)
         .await
@@ -693,7 +696,7 @@ async fn kill9_during_a_full_copy_then_restart_and_retry() {
     let started = Instant::now();
     let done = snapshot_until_ready(&mut c, "snap-heavy", &v.volume_id).await;
     eprintln!(
-        "FIGURE full copy (tmpfs, debug build) of 100000 small files + 512 MiB: ready after {:.2} s",
+        "FIGURE full copy (tmpfs, debug build) of 300000 small files + 1 GiB: ready after {:.2} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(done.snapshot_id, first.snapshot_id);
