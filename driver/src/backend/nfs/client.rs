@@ -129,10 +129,11 @@ fn first_telling(failures: Vec<Error>) -> Error {
     }
 }
 
-/// Resolves the server's name before the client does: a name that does
-/// not resolve (a typo, DNS down) reaches us from the client only as
-/// words, and is as unreachable as a refused connection.
-async fn resolve(label: &str, server: &NfsServer, port: u16) -> Result<()> {
+/// Resolves the server's name before the client (or mount.nfs) does: a
+/// name that does not resolve (a typo, DNS down) reaches us from them only
+/// as words, which differ by version and setup, and is as unreachable as a
+/// refused connection.
+pub(super) async fn resolve(label: &str, server: &NfsServer, port: u16) -> Result<()> {
     let found = tokio::net::lookup_host((server.as_str(), port))
         .await
         .map_err(|e| {

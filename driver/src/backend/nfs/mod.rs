@@ -531,6 +531,7 @@ impl Backend for NfsBackend {
                 Err(e) => return Err(Error::Unavailable(e.to_string())),
             }
         }
+        self.resolve_for_mount(nfs)?;
         let mut options: Vec<String> = capability::mount_flags(cap)
             .iter()
             .flat_map(|f| f.split(','))
@@ -635,6 +636,24 @@ impl Backend for NfsBackend {
 }
 
 impl NfsBackend {
+    /// Unavailable unless the server's name resolves, within the mount
+    /// deadline ([`client::resolve`], the controller's check too).
+    fn resolve_for_mount(&self, id: &NfsVolumeId) -> Result<()> {
+        let label = Self::mount_source(id);
+        let lookup = client::resolve(&label, &id.server, id.port);
+        match self
+            .runtime
+            .block_on(tokio::time::timeout(self.mount_timeout, lookup))
+        {
+            Ok(resolved) => resolved,
+            Err(_) => Err(Error::Unavailable(format!(
+                "resolving NFS server {} took over {:?}",
+                id.server.as_str(),
+                self.mount_timeout
+            ))),
+        }
+    }
+
     /// FailedPrecondition when another volume's directory lies inside
     /// `dir` (made by an earlier version, which let volumes nest):
     /// removing or moving `dir` would take that volume with it. It stays
@@ -707,11 +726,13 @@ impl NfsBackend {
 /// helper exits 32 for every failure and says why only in words, so its
 /// words are all there is to go on; these are its messages (nfs-utils) for
 /// a refused connection, a name that does not resolve and an unreachable
-/// or silent host.
+/// or silent host. (Names are resolved before mount.nfs runs as well.)
 fn server_unreachable(message: &str) -> bool {
     [
         "Connection refused",
         "Failed to resolve server",
+        // How a lookup that cannot be made (no DNS) comes back in some setups.
+        "Resource temporarily unavailable",
         "No route to host",
         "Network is unreachable",
         "Connection timed out",
@@ -799,6 +820,7 @@ mod tests {
             "mount.nfs: Failed to resolve server nonexistent.invalid: Name or service not known",
             "mount.nfs: No route to host",
             "mount.nfs: Connection timed out",
+            "mount.nfs: Resource temporarily unavailable",
         ] {
             assert!(server_unreachable(reach), "{reach}");
         }
