@@ -9,8 +9,6 @@
 use std::io;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
-
 use crate::error::{Error, Result};
 use crate::ids::VolumeId;
 use crate::mount::{self, BindFlags};
@@ -26,15 +24,7 @@ fn inspect(path: &Path) -> Result<Option<mount::PathState>> {
 /// Creates the target file; one left by an interrupted publish is reused.
 /// Never follows a symlink planted there.
 fn create_file(target: &Path) -> Result<()> {
-    match rustix::fs::open(
-        target,
-        OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
-        Mode::from_raw_mode(TARGET_FILE_MODE),
-    ) {
-        Ok(_) => Ok(()),
-        Err(rustix::io::Errno::EXIST) => Ok(()),
-        Err(e) => Err(Error::io("create target file", target)(e.into())),
-    }
+    mount::create_file_at(target, TARGET_FILE_MODE).map_err(Error::io("create target file", target))
 }
 
 /// What is at a publish target before a publish: checked before a device
@@ -100,11 +90,7 @@ pub fn publish(
 /// Removes a target the driver created, after its unmount: a directory
 /// (mount volumes) or a file (block volumes). Gone already is fine.
 pub fn remove(target: &Path) -> Result<()> {
-    let result = match std::fs::remove_dir(target) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => std::fs::remove_file(target),
-        other => other,
-    };
-    match result {
+    match mount::remove_at(target) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove target", target)(e)),
@@ -114,6 +100,7 @@ pub fn remove(target: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::Mode;
 
     #[test]
     fn remove_takes_files_directories_and_nothing() {

@@ -81,6 +81,11 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Code::NotFound
             }
+            // A symlink met where paths are resolved refusing them: a path
+            // from the request that is (or just became) a symlink.
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ELOOP) => {
+                Code::InvalidArgument
+            }
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
         }
     }

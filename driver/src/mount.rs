@@ -7,14 +7,26 @@
 //! a read-write window for a read-only publish. The target is opened with
 //! `O_NOFOLLOW`, so a symlink planted at the target cannot redirect a mount.
 //!
+//! Paths are resolved once, by the kernel, with `openat2`
+//! (RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS): a symlink in *any*
+//! component — swapped in for a parent directory while the call runs — is
+//! refused (ELOOP), never followed. Mounts, unmounts and removals then act
+//! on the handles opened, not on the path again: a target is opened from
+//! its opened parent, an unmount names `/proc/self/fd/<parent>/<name>`
+//! (the parent pinned by its handle, the last component not followed). So a
+//! path checked and then swapped cannot send a mount, an unmount or a
+//! removal outside the directory it was checked in. Callers pass real
+//! paths (`KubeletDir::resolve`, the local root): no component is a
+//! symlink legitimately.
+//!
 //! Mount checks use `statx` of the path (and at most its parent): their cost
 //! does not grow with the number of mounts on the node.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Mode, OFlags, StatxAttributes, StatxFlags, CWD};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags, CWD};
 use rustix::mount::{MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
 /// Mount options a bind mount can honour, as `mount_setattr` attributes.
@@ -135,23 +147,104 @@ pub fn usage(path: &Path) -> io::Result<rustix::fs::StatVfs> {
     Ok(rustix::fs::statvfs(path)?)
 }
 
-/// Opens a directory as a handle that pins it and never follows a symlink.
-fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
+/// Opens `path` as a handle (O_PATH) without following a symlink in any
+/// of its components; `directory` also requires it to be one.
+pub fn open_beneath_no_symlinks(path: &Path, directory: bool) -> io::Result<OwnedFd> {
+    // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS refuses a final symlink too (ELOOP),
+    // where O_NOFOLLOW would open the link itself.
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if directory {
+        flags |= OFlags::DIRECTORY;
+    }
+    Ok(rustix::fs::openat2(
+        CWD,
         path,
+        flags,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// The parent directory of `path`, opened without following a symlink
+/// anywhere, and the last component's name.
+pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, &std::ffi::OsStr)> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no parent directory", path.display()),
+        ));
+    };
+    Ok((open_beneath_no_symlinks(parent, true)?, name))
+}
+
+/// A path naming `name` inside the directory held open by `parent`: the
+/// kernel resolves the magic link to that very directory, whatever was
+/// renamed or swapped since it was opened.
+fn through(parent: &OwnedFd, name: &std::ffi::OsStr) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name)
+}
+
+/// Opens a directory as a handle that pins it: its parent opened without
+/// following any symlink, itself with O_NOFOLLOW.
+fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    let (parent, name) = open_parent(path)?;
+    Ok(rustix::fs::openat(
+        &parent,
+        name,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// Creates the directory `path` (mode `mode`) through its opened parent;
+/// `Ok(false)` when something already exists there.
+pub fn create_dir_at(path: &Path, mode: u32) -> io::Result<bool> {
+    let (parent, name) = open_parent(path)?;
+    match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the empty regular file `path` (mode `mode`) through its opened
+/// parent, never through a symlink; one already there is left as it is.
+pub fn create_file_at(path: &Path, mode: u32) -> io::Result<()> {
+    let (parent, name) = open_parent(path)?;
+    match rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+        Mode::from_raw_mode(mode),
+    ) {
+        Ok(_) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the directory (or file) at `path` through its opened parent:
+/// never anything a swapped parent would point at.
+pub fn remove_at(path: &Path) -> io::Result<()> {
+    let (parent, name) = open_parent(path)?;
+    match rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR) {
+        Err(rustix::io::Errno::NOTDIR) => {
+            Ok(rustix::fs::unlinkat(&parent, name, AtFlags::empty())?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Bind-mounts the directory `source` at the directory `target`, with
 /// `flags` applied before the mount becomes visible.
 pub fn bind(source: &Path, target: &Path, flags: BindFlags) -> io::Result<()> {
     let target_fd = open_dir_nofollow(target)?;
+    let source_fd = open_beneath_no_symlinks(source, true)?;
     let tree = rustix::mount::open_tree(
-        CWD,
-        source,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        &source_fd,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
     )?;
     if flags != BindFlags::default() {
         mount_setattr(tree.as_fd(), flags)?;
@@ -174,8 +267,10 @@ pub fn bind(source: &Path, target: &Path, flags: BindFlags) -> io::Result<()> {
 /// mount); callers that need a read-only device must bind a device that
 /// is read-only itself.
 pub fn bind_file(source: &Path, target: &Path, flags: BindFlags) -> io::Result<()> {
-    let target_fd = rustix::fs::open(
-        target,
+    let (parent, name) = open_parent(target)?;
+    let target_fd = rustix::fs::openat(
+        &parent,
+        name,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
@@ -252,12 +347,20 @@ fn mount_setattr(fd: BorrowedFd<'_>, flags: BindFlags) -> io::Result<()> {
 pub fn unmount_all(path: &Path) -> io::Result<bool> {
     // Bounded: each round removes one mount; more than this is not ours.
     const MAX_STACKED: usize = 16;
+    // The parent is held open (never a symlink on the way); the mount is
+    // named through it, its last component not followed and not stat'ed.
+    let (parent, name) = match open_parent(path) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let at = through(&parent, name);
     let mut unmounted = false;
     for _ in 0..MAX_STACKED {
-        match rustix::mount::unmount(path, UnmountFlags::NOFOLLOW) {
+        match rustix::mount::unmount(&at, UnmountFlags::NOFOLLOW) {
             Ok(()) => unmounted = true,
             Err(rustix::io::Errno::BUSY) => {
-                rustix::mount::unmount(path, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)?;
+                rustix::mount::unmount(&at, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)?;
                 unmounted = true;
             }
             // Not a mount point (any more), or not there at all.

@@ -84,21 +84,17 @@ fn inspect(path: &Path) -> Result<Option<PathState>> {
 
 /// Makes sure `path` is a directory to mount on, creating it if missing.
 fn mount_point_dir(path: &Path) -> Result<Option<PathState>> {
-    use std::os::unix::fs::DirBuilderExt;
     match inspect(path)? {
         Some(state) if state.is_mount_root || state.is_dir => Ok(Some(state)),
         Some(_) => Err(Error::FailedPrecondition(format!(
             "{} exists and is not a directory",
             path.display()
         ))),
-        None => match std::fs::DirBuilder::new()
-            .mode(TARGET_DIR_MODE)
-            .create(path)
-        {
-            Ok(()) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(Error::io("create", path)(e)),
-        },
+        // Made through its opened parent: a parent swapped for a symlink
+        // meanwhile is refused, never followed out of the kubelet dir.
+        None => mount::create_dir_at(path, TARGET_DIR_MODE)
+            .map(|_| None)
+            .map_err(Error::io("create", path)),
     }
 }
 

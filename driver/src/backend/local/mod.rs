@@ -167,6 +167,11 @@ impl LocalBackend {
                 root.display()
             )));
         }
+        // Its real path: mounts resolve paths under it refusing every
+        // symlink (`mount.rs`), so a root given through one is resolved once here.
+        let root = &root
+            .canonicalize()
+            .map_err(Error::io("resolve local root", root))?;
         let backend = Self {
             node,
             root: root.to_path_buf(),
