@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cairn_proto::v1::*;
 use common::*;
 use rustix::fs::{RenameFlags, CWD};
 
@@ -94,7 +93,7 @@ async fn swapping_a_target_parent_for_a_symlink_never_mounts_outside() {
         if is_mount_root(&outside.path().join("mount")) {
             escapes += 1;
             let _ = rustix::mount::unmount(
-                &outside.path().join("mount"),
+                outside.path().join("mount"),
                 rustix::mount::UnmountFlags::DETACH,
             );
         }
