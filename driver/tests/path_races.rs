@@ -117,7 +117,10 @@ async fn swapping_a_target_parent_for_a_symlink_never_mounts_outside() {
     let outside_entries: Vec<_> = std::fs::read_dir(outside.path().join("mount"))
         .unwrap()
         .collect();
-    assert!(outside_entries.is_empty(), "written outside: {outside_entries:?}");
+    assert!(
+        outside_entries.is_empty(),
+        "written outside: {outside_entries:?}"
+    );
     assert!(swaps > 0, "the swapper never ran");
     assert_eq!(mounts_below(outside.path()), 0);
     assert_eq!(mounts_below(driver.dir.path()), 0);
