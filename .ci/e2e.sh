@@ -6,7 +6,7 @@
 # cairn-e2e` (which installs deploy/local itself and runs the user stories),
 # and always brings the box down (wiped: the next run starts clean).
 #
-# Not part of .ci/run (yet): run it on its own, as root.
+# .ci/run runs it after the tests; on its own, as root:
 #   .ci/e2e.sh
 # What kube-box forces on the manifests, passed to the suite:
 #   CAIRN_E2E_HOST_NETWORK=1             no pod network: host network for pods

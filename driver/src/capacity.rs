@@ -3,7 +3,7 @@
 
 use cairn_proto::v1::CapacityRange;
 
-use crate::error::Error;
+use crate::error::{quote, Error};
 
 /// A validated request: the floor and the optional ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,7 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
     let (digits, suffix) = text.split_at(split);
     let value: u64 = digits
         .parse()
-        .map_err(|_| format!("{text:?} is not a size (try 1Gi, 512Mi, 1073741824)"))?;
+        .map_err(|_| format!("{} is not a size (try 1Gi, 512Mi, 1073741824)", quote(text)))?;
     let multiplier: u64 = match suffix {
         "" => 1,
         "k" | "K" => 1_000,
@@ -129,11 +129,17 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
         "Ti" => 1 << 40,
-        other => return Err(format!("unknown size suffix {other:?} in {text:?}")),
+        other => {
+            return Err(format!(
+                "unknown size suffix {} in {}",
+                quote(other),
+                quote(text)
+            ))
+        }
     };
     value
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| format!("{} is too large", quote(text)))
 }
 
 #[cfg(test)]

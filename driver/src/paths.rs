@@ -49,7 +49,9 @@ impl KubeletDir {
         if raw.is_empty() {
             return Err(Error::InvalidArgument(format!("{field} is required")));
         }
-        let invalid = |why: &str| Error::InvalidArgument(format!("{field} {raw:?} {why}"));
+        let invalid = |why: &str| {
+            Error::InvalidArgument(format!("{field} {} {why}", crate::error::quote(raw)))
+        };
         if raw.len() > MAX_PATH_LEN {
             return Err(invalid("is too long"));
         }

@@ -211,11 +211,8 @@ pub async fn serve(
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let driver = Arc::new(build(&args)?);
-    let path = cairn_proto::endpoint::socket_path(&args.endpoint)
-        .map_err(|e| anyhow::anyhow!("--endpoint: {e}"))?;
-    let listener = socket::bind(&path)
-        .with_context(|| format!("--endpoint: cannot listen on {}", path.display()))?;
-    let listener = UnixListener::from_std(listener).context("registering the socket")?;
+    // Health first: once the CSI socket exists (what the kubelet, the
+    // probes and the tests wait for), /healthz and /metrics answer too.
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
     let health = match args.health_address {
         Some(address) => {
@@ -234,6 +231,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let path = cairn_proto::endpoint::socket_path(&args.endpoint)
+        .map_err(|e| anyhow::anyhow!("--endpoint: {e}"))?;
+    let listener = socket::bind(&path)
+        .with_context(|| format!("--endpoint: cannot listen on {}", path.display()))?;
+    let listener = UnixListener::from_std(listener).context("registering the socket")?;
     tracing::info!(
         endpoint = %path.display(),
         mode = ?args.mode,
