@@ -301,10 +301,5 @@ async fn kill9_at_random_moments_under_concurrent_lifecycles_loses_and_leaks_not
         assert!(std::time::Instant::now() < deadline, "loop devices left");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    for dir in ["volumes", "snapshots", "tmp", "trash"] {
-        let left = std::fs::read_dir(driver.root.join(dir))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(left, 0, "{dir}/ not empty after converging");
-    }
+    assert_empty_dirs(&driver.root, &["volumes", "snapshots", "tmp", "trash"]);
 }

@@ -87,10 +87,5 @@ async fn calls_racing_a_delete_never_answer_internal() {
     }
     eprintln!("outcomes over 30 races: {seen:#?}");
     assert_eq!(mounts_below(driver.dir.path()), 0);
-    for dir in ["tmp", "trash"] {
-        let left = std::fs::read_dir(driver.root.join(dir))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(left, 0, "{dir}/ not empty");
-    }
+    assert_empty_dirs(&driver.root, &["tmp", "trash"]);
 }

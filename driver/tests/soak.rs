@@ -107,12 +107,7 @@ async fn a_soak_of_lifecycles_grows_nothing() {
         "RSS grew by more than 4 MiB: {before:?} -> {after:?}"
     );
     assert_eq!(mounts_below(driver.dir.path()), 0);
-    for dir in ["volumes", "tmp", "trash"] {
-        let left = std::fs::read_dir(driver.root.join(dir))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(left, 0, "{dir}/ not empty");
-    }
+    assert_empty_dirs(&driver.root, &["volumes", "tmp", "trash"]);
 }
 
 #[tokio::test]

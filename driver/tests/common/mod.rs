@@ -602,3 +602,14 @@ pub async fn create(
         .volume
         .expect("CreateVolume returned no volume")
 }
+
+/// Asserts that these directories below `root` are empty or absent: what a
+/// converged driver leaves of its scratch, trash and deleted volumes.
+pub fn assert_empty_dirs(root: &Path, dirs: &[&str]) {
+    for dir in dirs {
+        let left: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{dir}/ not empty: {left:?}");
+    }
+}
