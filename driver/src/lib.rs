@@ -30,6 +30,7 @@ pub mod page_token;
 pub mod paths;
 pub mod published;
 pub mod quota;
+pub mod record_dir;
 pub mod rpc;
 pub mod server;
 pub mod signal;

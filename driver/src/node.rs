@@ -573,8 +573,7 @@ fn check_publications(published: &PublishedRecords, wanted: &Publication) -> Res
         }
     }
     let single_writer = Mode::SingleNodeSingleWriter as i32;
-    let volume = VolumeId::parse(id)?;
-    for other in published.of_volume(&volume)? {
+    for other in published.of_volume(id)? {
         if other.target == wanted.target {
             continue;
         }

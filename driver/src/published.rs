@@ -19,10 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::ids::VolumeId;
+use crate::record_dir::{name_of, name_of_path, RecordDir};
 
 /// One publication of a volume at a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,35 +50,6 @@ pub struct PublishedRecords {
     dir: PathBuf,
 }
 
-fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path)(e)),
-    }
-}
-
-fn remove_optional(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", path)(e)),
-    }
-}
-
-fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, bytes).map_err(Error::io("write", &temp))?;
-    std::fs::rename(&temp, path).map_err(Error::io("rename", &temp))
-}
-
 impl PublishedRecords {
     pub fn open(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir.join("targets"))?;
@@ -87,97 +57,67 @@ impl PublishedRecords {
         Ok(Self { dir })
     }
 
-    fn target_file(&self, target: &Path) -> PathBuf {
-        self.dir
-            .join("targets")
-            .join(digest(target.as_os_str().as_encoded_bytes()))
+    /// Which volume is published at each target.
+    fn targets(&self) -> RecordDir {
+        RecordDir::at(self.dir.join("targets"))
     }
 
-    fn volume_dir(&self, volume_id: &str) -> PathBuf {
-        self.dir.join("volumes").join(digest(volume_id.as_bytes()))
-    }
-
-    fn publication_file(&self, volume_id: &str, target: &Path) -> PathBuf {
-        self.volume_dir(volume_id)
-            .join(digest(target.as_os_str().as_encoded_bytes()))
+    /// The publications of one volume.
+    fn of(&self, volume_id: &str) -> RecordDir {
+        RecordDir::at(self.dir.join("volumes").join(name_of(volume_id)))
     }
 
     /// Records a publication (replacing one at the same target).
     pub fn record(&self, publication: &Publication) -> Result<()> {
-        let dir = self.volume_dir(&publication.volume_id);
-        std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         let json = serde_json::to_vec(publication)
             .map_err(|e| Error::Internal(format!("encode publication record: {e}")))?;
-        write_whole(
-            &self.publication_file(&publication.volume_id, &publication.target),
-            &json,
-        )?;
-        write_whole(
-            &self.target_file(&publication.target),
-            publication.volume_id.as_bytes(),
-        )
+        let name = name_of_path(&publication.target);
+        self.of(&publication.volume_id).write(&name, &json)?;
+        self.targets()
+            .write(&name, publication.volume_id.as_bytes())
     }
 
     /// The publication recorded at `target`, if any.
     pub fn at(&self, target: &Path) -> Result<Option<Publication>> {
-        let Some(volume_id) = read_optional(&self.target_file(target))? else {
+        let name = name_of_path(target);
+        let Some(volume_id) = self.targets().read(&name)? else {
             return Ok(None);
         };
         let volume_id = String::from_utf8_lossy(&volume_id).into_owned();
-        self.read(&self.publication_file(&volume_id, target))
+        Ok(self.of(&volume_id).read(&name)?.and_then(|b| decode(&b)))
     }
 
-    fn read(&self, file: &Path) -> Result<Option<Publication>> {
-        let Some(bytes) = read_optional(file)? else {
-            return Ok(None);
-        };
-        match serde_json::from_slice(&bytes) {
-            Ok(publication) => Ok(Some(publication)),
-            // A torn or foreign file records nothing; it is replaced or
-            // removed with its publication.
-            Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "unreadable publication record ignored");
-                Ok(None)
-            }
-        }
-    }
-
-    /// Every publication recorded for `id`: one directory of this volume's
-    /// own records.
-    pub fn of_volume(&self, id: &VolumeId) -> Result<Vec<Publication>> {
-        let dir = self.volume_dir(&id.to_string());
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", &dir)(e)),
-        };
-        let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(Error::io("list", &dir))?;
-            let path = entry.path();
-            if path.extension().is_some() {
-                continue; // a temp file of an interrupted write
-            }
-            if let Some(publication) = self.read(&path)? {
-                found.push(publication);
-            }
-        }
-        Ok(found)
+    /// Every publication recorded for the volume `volume_id`: one directory
+    /// of this volume's own records.
+    pub fn of_volume(&self, volume_id: &str) -> Result<Vec<Publication>> {
+        Ok(self
+            .of(volume_id)
+            .contents()?
+            .iter()
+            .filter_map(|b| decode(b))
+            .collect())
     }
 
     /// Forgets the publication of `volume_id` at `target`. The target's
     /// entry goes only if it still names this volume.
     pub fn forget(&self, volume_id: &str, target: &Path) -> Result<()> {
-        let target_file = self.target_file(target);
-        if read_optional(&target_file)?.as_deref() == Some(volume_id.as_bytes()) {
-            remove_optional(&target_file)?;
+        let name = name_of_path(target);
+        if self.targets().read(&name)?.as_deref() == Some(volume_id.as_bytes()) {
+            self.targets().remove(&name)?;
         }
-        remove_optional(&self.publication_file(volume_id, target))?;
-        // Empty once the volume's last publication is gone; a concurrent
-        // record for it (another target) keeps it, and that is fine.
-        let _ = std::fs::remove_dir(self.volume_dir(volume_id));
+        let publications = self.of(volume_id);
+        publications.remove(&name)?;
+        publications.remove_if_empty();
         Ok(())
     }
+}
+
+/// A record's publication; a torn or foreign file records nothing (it is
+/// replaced or removed with its publication).
+fn decode(bytes: &[u8]) -> Option<Publication> {
+    serde_json::from_slice(bytes)
+        .inspect_err(|e| tracing::warn!(error = %e, "unreadable publication record ignored"))
+        .ok()
 }
 
 #[cfg(test)]
@@ -198,7 +138,7 @@ mod tests {
     fn record_lookup_list_forget() {
         let dir = tempfile::tempdir().unwrap();
         let records = PublishedRecords::open(dir.path().join("published")).unwrap();
-        let id = VolumeId::parse("local:n:pvc-1").unwrap();
+        let id = "local:n:pvc-1";
         let a = publication("local:n:pvc-1", "/k/pods/a/mount");
         let b = publication("local:n:pvc-1", "/k/pods/b/mount");
         assert_eq!(records.at(&a.target).unwrap(), None);
@@ -206,15 +146,15 @@ mod tests {
         records.record(&a).unwrap();
         records.record(&b).unwrap();
         assert_eq!(records.at(&a.target).unwrap(), Some(a.clone()));
-        let mut listed = records.of_volume(&id).unwrap();
+        let mut listed = records.of_volume(id).unwrap();
         listed.sort_by(|x, y| x.target.cmp(&y.target));
         assert_eq!(listed, vec![a.clone(), b.clone()]);
         records.forget(&a.volume_id, &a.target).unwrap();
         records.forget(&a.volume_id, &a.target).unwrap();
         assert_eq!(records.at(&a.target).unwrap(), None);
-        assert_eq!(records.of_volume(&id).unwrap(), vec![b.clone()]);
+        assert_eq!(records.of_volume(id).unwrap(), vec![b.clone()]);
         records.forget(&b.volume_id, &b.target).unwrap();
-        assert!(records.of_volume(&id).unwrap().is_empty());
+        assert!(records.of_volume(id).unwrap().is_empty());
     }
 
     #[test]

@@ -9,56 +9,41 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::VolumeId;
+use crate::record_dir::{name_of_path, RecordDir};
 
 #[derive(Debug, Clone)]
 pub struct StagedRecords {
-    dir: PathBuf,
+    records: RecordDir,
 }
 
 impl StagedRecords {
     pub fn open(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            records: RecordDir::at(dir),
+        })
     }
 
-    fn file(&self, staging: &Path) -> PathBuf {
-        let digest = Sha256::digest(staging.as_os_str().as_encoded_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(hex)
-    }
-
-    /// Records that `id` is staged at `staging`. Written whole (a rename)
-    /// but not flushed: a record lost in a crash only means publish falls
-    /// back to the backend's own check, so it is not worth two fsyncs on
-    /// every NodeStageVolume.
+    /// Records that `id` is staged at `staging`. Not flushed: a record lost
+    /// in a crash only means publish falls back to the backend's own check,
+    /// so it is not worth two fsyncs on every NodeStageVolume.
     pub fn record(&self, staging: &Path, id: &VolumeId) -> Result<()> {
-        let file = self.file(staging);
-        let temp = file.with_extension("tmp");
-        std::fs::write(&temp, id.to_string()).map_err(Error::io("write", &temp))?;
-        std::fs::rename(&temp, &file).map_err(Error::io("rename", &temp))
+        self.records
+            .write(&name_of_path(staging), id.to_string().as_bytes())
     }
 
     /// The volume id recorded for `staging`, if any.
     pub fn lookup(&self, staging: &Path) -> Result<Option<String>> {
-        let file = self.file(staging);
-        match std::fs::read_to_string(&file) {
-            Ok(id) => Ok(Some(id)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read", &file)(e)),
-        }
+        Ok(self
+            .records
+            .read(&name_of_path(staging))?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
     pub fn forget(&self, staging: &Path) -> Result<()> {
-        let file = self.file(staging);
-        match std::fs::remove_file(&file) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", &file)(e)),
-        }
+        self.records.remove(&name_of_path(staging))
     }
 }
 

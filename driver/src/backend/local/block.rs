@@ -31,7 +31,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::backend::{Health, Stats, Usage};
 use crate::capacity::Range;
@@ -87,9 +86,7 @@ fn attachments(dir: &Path) -> PathBuf {
 }
 
 fn record_file(dir: &Path, staging: &Path) -> PathBuf {
-    let digest = Sha256::digest(staging.as_os_str().as_encoded_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    attachments(dir).join(hex)
+    attachments(dir).join(crate::record_dir::name_of_path(staging))
 }
 
 fn gone(id: &VolumeId) -> Error {

@@ -13,58 +13,34 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, Result};
 use crate::ids::VolumeId;
 use crate::mount::{self, PathState};
+use crate::record_dir::{name_of_path, RecordDir};
 
 const STAGINGS_DIR: &str = "stagings";
 
-fn record_file(volume_dir: &Path, staging: &Path) -> PathBuf {
-    let digest: String = Sha256::digest(staging.as_os_str().as_encoded_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    volume_dir.join(STAGINGS_DIR).join(digest)
+fn records(volume_dir: &Path) -> RecordDir {
+    RecordDir::at(volume_dir.join(STAGINGS_DIR))
 }
 
 /// Records that the volume in `volume_dir` is (about to be) staged at `staging`.
 pub(super) fn record(volume_dir: &Path, staging: &Path) -> Result<()> {
-    let dir = volume_dir.join(STAGINGS_DIR);
-    std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-    let file = record_file(volume_dir, staging);
-    let temp = file.with_extension("tmp");
-    std::fs::write(&temp, staging.as_os_str().as_encoded_bytes())
-        .map_err(Error::io("write", &temp))?;
-    std::fs::rename(&temp, &file).map_err(Error::io("rename", &temp))
+    records(volume_dir).write(
+        &name_of_path(staging),
+        staging.as_os_str().as_encoded_bytes(),
+    )
 }
 
 /// Forgets the staging at `staging`; nothing recorded is fine.
 pub(super) fn forget(volume_dir: &Path, staging: &Path) -> Result<()> {
-    let file = record_file(volume_dir, staging);
-    match std::fs::remove_file(&file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", &file)(e)),
-    }
+    records(volume_dir).remove(&name_of_path(staging))
 }
 
 /// FAILED_PRECONDITION when the volume whose data directory is `data` is
 /// still mounted at a recorded staging path.
 pub(super) fn check_unused(volume_dir: &Path, data: &PathState, id: &VolumeId) -> Result<()> {
-    let dir = volume_dir.join(STAGINGS_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("list", &dir)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(Error::io("list", &dir))?;
-        if entry.path().extension().is_some() {
-            continue; // an interrupted write
-        }
-        let bytes = std::fs::read(entry.path()).map_err(Error::io("read", entry.path()))?;
+    for bytes in records(volume_dir).contents()? {
         let staging = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
         let state = mount::inspect(&staging).map_err(Error::io("inspect", &staging))?;
         if state.is_some_and(|s| s.is_mount_root && s.same_inode(data)) {
@@ -96,11 +72,6 @@ mod tests {
         check_unused(&volume, &data_state, &id).unwrap();
         forget(&volume, &staging).unwrap();
         forget(&volume, &staging).unwrap();
-        assert_eq!(
-            std::fs::read_dir(volume.join(STAGINGS_DIR))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert!(records(&volume).contents().unwrap().is_empty());
     }
 }
