@@ -472,7 +472,7 @@ async fn nfs_expansion_raises_the_recorded_size() {
         .volume
         .unwrap()
         .volume_id;
-    let record = export.join(".cairn-volumes/pvc-nfs-grow.json");
+    let record = export.join(".cairn-volumes/pvc-nfs-grow");
     let recorded = || -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap()
     };

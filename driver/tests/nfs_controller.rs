@@ -56,7 +56,7 @@ async fn nfs_volumes_are_directories_on_the_export() {
         std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
         0o750
     );
-    assert!(export.join(".cairn-volumes/pvc-nfs-1.json").is_file());
+    assert!(export.join(".cairn-volumes/pvc-nfs-1").is_file());
 
     // Idempotent on name; a different size is a conflict.
     let again = create(
@@ -95,7 +95,7 @@ async fn nfs_volumes_are_directories_on_the_export() {
     std::fs::write(export.join("neighbour"), b"keep").unwrap();
     c.delete_volume(delete(&volume.volume_id)).await.unwrap();
     assert!(!dir.exists());
-    assert!(!export.join(".cairn-volumes/pvc-nfs-1.json").exists());
+    assert!(!export.join(".cairn-volumes/pvc-nfs-1").exists());
     assert_eq!(std::fs::read(export.join("neighbour")).unwrap(), b"keep");
     assert!(export.is_dir());
     c.delete_volume(delete(&volume.volume_id)).await.unwrap();
@@ -296,7 +296,7 @@ async fn nfsv3_through_rpcbind_in_a_private_network_namespace() {
     std::fs::write(export.join("pvc-v3/file"), b"x").unwrap();
     c.delete_volume(delete(&volume.volume_id)).await.unwrap();
     assert!(!export.join("pvc-v3").exists());
-    assert!(!export.join(".cairn-volumes/pvc-v3.json").exists());
+    assert!(!export.join(".cairn-volumes/pvc-v3").exists());
 }
 
 fn kernel_has_nfs() -> bool {

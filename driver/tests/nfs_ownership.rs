@@ -109,7 +109,7 @@ async fn a_directory_cairn_did_not_create_is_never_adopted() {
         .unwrap();
     }
     assert_content(&export.join("legacy/db.dat"), "theirs");
-    assert!(!export.join(".cairn-volumes/legacy.json").exists());
+    assert!(!export.join(".cairn-volumes/legacy").exists());
 
     // A retained volume's directory is no volume any more: a new volume
     // (even of the same name) does not take its data over.
@@ -130,7 +130,7 @@ async fn a_directory_cairn_did_not_create_is_never_adopted() {
 
     // Refusals leave no claim behind, and the volumes that were made
     // delete only their own.
-    assert!(!export.join(".cairn-volumes/legacy.json").exists());
+    assert!(!export.join(".cairn-volumes/legacy").exists());
     c.delete_volume(delete(&source.volume_id)).await.unwrap();
     assert!(!export.join("pvc-src").exists());
     assert_content(&export.join("legacy/db.dat"), "theirs");
@@ -303,7 +303,7 @@ async fn old_layout_volumes_keep_working_and_are_never_crossed() {
         serde_json::from_slice(&std::fs::read(export.join(".old-outer.cairn.json")).unwrap())
             .unwrap();
     assert_eq!(record["capacity_bytes"], 7u64 << 20);
-    assert!(!export.join(".cairn-volumes/old-outer.json").exists());
+    assert!(!export.join(".cairn-volumes/old-outer").exists());
 
     // A new volume is refused inside an old one, naming it.
     assert_refused(
@@ -359,7 +359,7 @@ async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
 
     // Stopped after mkdir, before the record: resumed.
     let half = nfs_request("pvc-half", port, &[]);
-    write(&export.join(".cairn-volumes/pvc-half.json"), &claim(&half));
+    write(&export.join(".cairn-volumes/pvc-half"), &claim(&half));
     std::fs::create_dir(export.join("pvc-half")).unwrap();
     // A claim is not a volume yet.
     let half_id = format!("nfs:d:{port}:127.0.0.1#/export#pvc-half");
@@ -379,27 +379,21 @@ async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
     let resumed = create(&mut c, half).await;
     assert_eq!(resumed.volume_id, half_id);
     assert_eq!(resumed.capacity_bytes, 5 << 20);
-    let record = std::fs::read_to_string(export.join(".cairn-volumes/pvc-half.json")).unwrap();
+    let record = std::fs::read_to_string(export.join(".cairn-volumes/pvc-half")).unwrap();
     assert!(!record.contains("pending"), "{record}");
 
     // A claim whose directory someone else filled: refused, untouched, and
     // DeleteVolume of its id leaves the data where it is.
     let grabbed = nfs_request("pvc-grabbed", port, &[]);
-    write(
-        &export.join(".cairn-volumes/pvc-grabbed.json"),
-        &claim(&grabbed),
-    );
+    write(&export.join(".cairn-volumes/pvc-grabbed"), &claim(&grabbed));
     write(&export.join("pvc-grabbed/data"), "theirs");
     let grabbed_id = format!("nfs:d:{port}:127.0.0.1#/export#pvc-grabbed");
     c.delete_volume(delete(&grabbed_id)).await.unwrap();
     assert_content(&export.join("pvc-grabbed/data"), "theirs");
-    write(
-        &export.join(".cairn-volumes/pvc-grabbed.json"),
-        &claim(&grabbed),
-    );
+    write(&export.join(".cairn-volumes/pvc-grabbed"), &claim(&grabbed));
     assert_code(c.create_volume(grabbed).await, Code::AlreadyExists);
     assert_content(&export.join("pvc-grabbed/data"), "theirs");
-    assert!(!export.join(".cairn-volumes/pvc-grabbed.json").exists());
+    assert!(!export.join(".cairn-volumes/pvc-grabbed").exists());
 
     // A request that can never succeed leaves no claim to reserve its place.
     assert_code(
@@ -410,7 +404,7 @@ async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
         .await,
         Code::NotFound,
     );
-    assert!(!export.join(".cairn-volumes/pvc-no-source.json").exists());
+    assert!(!export.join(".cairn-volumes/pvc-no-source").exists());
     assert!(!export.join("pvc-no-source").exists());
 
     c.delete_volume(delete(&half_id)).await.unwrap();
@@ -634,6 +628,50 @@ async fn random_templates_on_one_export_never_lose_another_volumes_data() {
         created >= 10 && refused >= 10 && deleted >= 5,
         "{created} created, {refused} refused, {deleted} deleted"
     );
+}
+
+/// The record mirror (`.cairn-volumes/<subDir>`) after a crash: empty
+/// directories and temporary files a claim left never block a volume, but
+/// a record beneath a directory does, and the refusal names its volume.
+#[tokio::test]
+async fn crash_leftovers_in_the_record_mirror_never_block_a_volume() {
+    require!(require_nfs_lab());
+    let server = Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+    let mirror = export.join(".cairn-volumes");
+    std::fs::create_dir_all(mirror.join("stale/deeper/still")).unwrap();
+    write(&mirror.join("stale/.inner.tmp-1-2"), "half a claim");
+
+    let stale = create(&mut c, in_dir("pvc-stale", port, "stale")).await;
+    assert!(
+        mirror.join("stale").is_file(),
+        "the record replaced the leftovers"
+    );
+    assert!(export.join("stale").is_dir());
+
+    // A volume inside: its record is beneath `held`, so `held` is refused,
+    // by the volume's name, and nothing of it is touched.
+    let inner = create(&mut c, in_dir("pvc-inner", port, "held/inner")).await;
+    write(&export.join("held/inner/data"), "inner's");
+    assert_refused(
+        c.create_volume(in_dir("pvc-outer", port, "held")).await,
+        Code::AlreadyExists,
+        &["contain", "held/inner", "pvc-inner"],
+    );
+    assert_content(&export.join("held/inner/data"), "inner's");
+    assert!(mirror.join("held/inner").is_file());
+
+    c.delete_volume(delete(&inner.volume_id)).await.unwrap();
+    c.delete_volume(delete(&stale.volume_id)).await.unwrap();
+    // The mirror keeps directories only while records lie beneath them.
+    let left: Vec<_> = std::fs::read_dir(&mirror)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the mirror: {left:?}");
 }
 
 /// CreateVolume calls for nested directories, or for one directory under

@@ -34,6 +34,14 @@ pub struct CopyCount {
     pub skipped: u64,
 }
 
+/// What a path names, as far as the records care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Directory,
+    Other,
+}
+
 pub(super) struct Entry {
     pub name: String,
     kind: u32,
@@ -43,6 +51,10 @@ pub(super) struct Entry {
 impl Entry {
     pub fn is_dir(&self) -> bool {
         self.kind == TYPE_DIRECTORY
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind == TYPE_REGULAR
     }
 }
 
@@ -75,6 +87,17 @@ fn is_gone(err: &NfsError) -> bool {
             NfsError::Nfs3(nfs_rs::Nfs3ErrorCode::NFS3ERR_STALE)
                 | NfsError::Nfs4(nfs_rs::Nfs4ErrorCode::NFS4ERR_STALE)
         )
+}
+
+/// Whether a path named a file where a directory had to be, or the other
+/// way round (NOTDIR, ISDIR): for a read, there is no file at that path.
+fn is_wrong_kind(err: &NfsError) -> bool {
+    use nfs_rs::{Nfs3ErrorCode as V3, Nfs4ErrorCode as V4};
+    matches!(
+        err,
+        NfsError::Nfs3(V3::NFS3ERR_NOTDIR | V3::NFS3ERR_ISDIR)
+            | NfsError::Nfs4(V4::NFS4ERR_NOTDIR | V4::NFS4ERR_ISDIR)
+    )
 }
 
 /// How the caller can act on an NFS failure: the one place NFS client
@@ -168,11 +191,16 @@ async fn bounded<T>(
 /// A temporary name beside `path` that is this call's own (pid and time in
 /// nanoseconds): several nodes' plugins, each pid 1 of its container, may
 /// write one record at once.
+/// It starts with '.', which no volume's directory or record name does.
 fn temp_name(path: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("{path}.tmp-{}-{nanos}", std::process::id())
+    let (parent, leaf) = match path.rsplit_once('/') {
+        Some((parent, leaf)) => (format!("{parent}/"), leaf),
+        None => (String::new(), path),
+    };
+    format!("{parent}.{leaf}.tmp-{}-{nanos}", std::process::id())
 }
 
 impl Share {
@@ -297,11 +325,25 @@ impl Share {
         }
     }
 
-    /// A small file's contents, `None` when it does not exist.
+    /// What is at `path`, `None` when nothing is.
+    pub async fn kind(&self, path: &str) -> Result<Option<Kind>> {
+        match self.mount.getattr_path(path).await {
+            Ok(attr) => Ok(Some(match attr.type_ {
+                TYPE_DIRECTORY => Kind::Directory,
+                TYPE_REGULAR => Kind::File,
+                _ => Kind::Other,
+            })),
+            Err(e) if is_gone(&e) || is_wrong_kind(&e) => Ok(None),
+            Err(e) => Err(map_error(&self.label, &format!("getattr {path}"), e)),
+        }
+    }
+
+    /// A small file's contents, `None` when there is no file at `path`
+    /// (nothing, or a directory, or a file where a parent should be).
     pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.mount.read_path(path, 0, MAX_RECORD).await {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
-            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) if is_gone(&e) || is_wrong_kind(&e) => Ok(None),
             Err(e) => Err(map_error(&self.label, &format!("read {path}"), e)),
         }
     }
@@ -356,6 +398,22 @@ impl Share {
             Ok(()) => Ok(()),
             Err(e) if is_gone(&e) => Ok(()),
             Err(e) => Err(map_error(&self.label, &format!("remove {path}"), e)),
+        }
+    }
+
+    /// Removes the directory `path` if it is empty; returns whether it is
+    /// gone. Not empty, or not there: false, nothing touched (RMDIR is
+    /// refused on the server, so an entry made meanwhile is never lost).
+    pub async fn remove_empty_dir(&self, path: &str) -> Result<bool> {
+        use nfs_rs::{Nfs3ErrorCode as V3, Nfs4ErrorCode as V4};
+        match self.mount.rmdir_path(path).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_gone(&e) || is_wrong_kind(&e) => Ok(false),
+            Err(
+                NfsError::Nfs3(V3::NFS3ERR_NOTEMPTY | V3::NFS3ERR_EXIST)
+                | NfsError::Nfs4(V4::NFS4ERR_NOTEMPTY | V4::NFS4ERR_EXIST),
+            ) => Ok(false),
+            Err(e) => Err(map_error(&self.label, &format!("rmdir {path}"), e)),
         }
     }
 

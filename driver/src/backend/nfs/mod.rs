@@ -31,7 +31,7 @@ use crate::ids::{NfsServer, NfsVolumeId, OnDelete, SharePath, VolumeId, MAX_ID_L
 use crate::mount;
 use client::Share;
 use params::{ClientOptions, NfsClass};
-use records::{Layout, Neighbour, Record};
+use records::{Claim, Layout, Neighbour, Record};
 
 pub use params::SERVER as SERVER_PARAMETER;
 
@@ -62,6 +62,16 @@ fn beside(dir: &str, suffix: &str) -> String {
         Some((parent, leaf)) => format!("{parent}/.{leaf}{suffix}"),
         None => format!(".{dir}{suffix}"),
     }
+}
+
+/// The refusal, naming the other volume, for a directory that would lie
+/// inside another volume's directory or contain one: deleting or archiving
+/// the outer one would take the inner one's data with it.
+fn overlap(dir: &str, other: &Neighbour, how: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "NFS directory {dir} would {how} {other}; volumes never nest \
+         (deleting the outer one would delete the inner one): choose another subDir"
+    ))
 }
 
 /// The refusal for a directory that exists without a Cairn record.
@@ -192,7 +202,17 @@ impl NfsBackend {
                     true
                 }
                 None => {
-                    Self::refuse_overlap(share, dir).await?;
+                    if let Some(outer) = records::old_ancestor(share, dir).await? {
+                        return Err(overlap(dir, &outer, "lie inside"));
+                    }
+                    match records::claim(share, dir, &wanted).await? {
+                        Claim::Made => {}
+                        Claim::Taken => return Err(Error::Aborted(format!(
+                            "another CreateVolume is creating NFS directory {dir} right now; retry"
+                        ))),
+                        Claim::Inside(outer) => return Err(overlap(dir, &outer, "lie inside")),
+                        Claim::Contains(inner) => return Err(overlap(dir, &inner, "contain")),
+                    }
                     // A restore by an earlier version, stopped after its
                     // rename and before its record, left no claim; its
                     // marker names the volume, and restore_into redoes it.
@@ -201,19 +221,8 @@ impl NfsBackend {
                             || snapshot::restore_marker(share, &id).await?.as_deref()
                                 != Some(request.name.as_str().as_bytes()))
                     {
-                        return Err(foreign_directory(dir));
-                    }
-                    if !records::claim(share, dir, &wanted).await? {
-                        return Err(Error::Aborted(format!(
-                            "another CreateVolume is creating NFS directory {dir} right now; retry"
-                        )));
-                    }
-                    // Checked again now that our claim is visible: of two
-                    // calls creating nested directories at once, the later
-                    // check sees the other's claim.
-                    if let Err(e) = Self::refuse_overlap(share, dir).await {
                         records::remove(share, dir).await?;
-                        return Err(e);
+                        return Err(foreign_directory(dir));
                     }
                     false
                 }
@@ -253,7 +262,7 @@ impl NfsBackend {
                 pending: false,
                 ..wanted
             };
-            records::write(share, dir, Layout::Flat, &record).await?;
+            records::write(share, dir, Layout::Mirror, &record).await?;
             if source.is_some() {
                 self.forget_restore(share, &id).await?;
             }
@@ -292,25 +301,6 @@ impl NfsBackend {
         }
         if existing.source != wanted.source {
             return Err(conflict("another content source"));
-        }
-        Ok(())
-    }
-
-    /// AlreadyExists, naming the other volume, when `dir` would lie inside
-    /// another volume's directory or contain one: deleting or archiving
-    /// the outer one would take the inner one's data with it.
-    async fn refuse_overlap(share: &Share, dir: &str) -> Result<()> {
-        let overlap = |other: Neighbour, how: &str| {
-            Error::AlreadyExists(format!(
-                "NFS directory {dir} would {how} {other}; volumes never nest \
-                 (deleting the outer one would delete the inner one): choose another subDir"
-            ))
-        };
-        if let Some(outer) = records::ancestor(share, dir).await? {
-            return Err(overlap(outer, "lie inside"));
-        }
-        if let Some(inner) = records::descendant(share, dir).await? {
-            return Err(overlap(inner, "contain"));
         }
         Ok(())
     }
@@ -664,9 +654,6 @@ impl NfsBackend {
                 "NFS directory {dir} holds {what}; it is left as it is until that volume is deleted"
             ))
         };
-        if let Some(inner) = records::descendant(share, dir).await? {
-            return Err(holds(inner.to_string()));
-        }
         if let Some(inner) = records::old_volume_inside(share, dir).await? {
             return Err(holds(format!("directory {inner} of another volume")));
         }
