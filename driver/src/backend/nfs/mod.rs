@@ -207,9 +207,11 @@ impl NfsBackend {
                     }
                     match records::claim(share, dir, &wanted).await? {
                         Claim::Made => {}
-                        Claim::Taken => return Err(Error::Aborted(format!(
+                        Claim::Taken => {
+                            return Err(Error::Aborted(format!(
                             "another CreateVolume is creating NFS directory {dir} right now; retry"
-                        ))),
+                        )))
+                        }
                         Claim::Inside(outer) => return Err(overlap(dir, &outer, "lie inside")),
                         Claim::Contains(inner) => return Err(overlap(dir, &inner, "contain")),
                     }
