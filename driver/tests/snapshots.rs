@@ -199,8 +199,7 @@ fn assert_links_not_followed(data: &Path, outside: &Path) {
 }
 
 fn assert_no_scratch(root: &Path) {
-    assert_eq!(entries(&root.join("tmp")), Vec::<String>::new(), "tmp/");
-    assert_eq!(entries(&root.join("trash")), Vec::<String>::new(), "trash/");
+    assert_empty_dirs(root, &["tmp", "trash"]);
 }
 
 // ---- the scenario, on any root ---------------------------------------------

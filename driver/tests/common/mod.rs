@@ -605,11 +605,20 @@ pub async fn create(
 
 /// Asserts that these directories below `root` are empty or absent: what a
 /// converged driver leaves of its scratch, trash and deleted volumes.
+/// Deleted trees leave trash/ in the background, so this waits for the
+/// directories to empty, up to a deadline generous for a busy machine.
 pub fn assert_empty_dirs(root: &Path, dirs: &[&str]) {
-    for dir in dirs {
-        let left: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+    let left = |dir: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(root.join(dir))
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for dir in dirs {
+        while !left(dir).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = left(dir);
         assert!(left.is_empty(), "{dir}/ not empty: {left:?}");
     }
 }

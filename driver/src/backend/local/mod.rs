@@ -19,6 +19,7 @@
 
 mod enforce;
 mod in_use;
+mod janitor;
 mod ledger;
 mod sizing;
 
@@ -126,6 +127,10 @@ pub struct LocalBackend {
     copies: Copies,
     enforcement: enforce::Enforcement,
     ledger: ledger::Ledger,
+    /// Flushes of `volumes/`, shared by concurrent creates and deletes.
+    volumes_sync: durable::GroupSync,
+    /// Removes what deletes moved to `trash/`, off their path.
+    janitor: janitor::Janitor,
 }
 
 /// Checks StorageClass parameters for a local volume; unknown keys are
@@ -180,6 +185,8 @@ impl LocalBackend {
             copies: Copies::default(),
             enforcement: enforce::Enforcement::probe(root, options.unenforced)?,
             ledger: ledger::Ledger::new(options.overcommit, 0),
+            volumes_sync: durable::GroupSync::new(root.join("volumes")),
+            janitor: janitor::Janitor::default(),
         };
         for dir in [
             backend.volumes_dir(),
@@ -211,7 +218,7 @@ impl LocalBackend {
     }
 
     fn volumes_dir(&self) -> PathBuf {
-        self.root.join("volumes")
+        self.volumes_sync.dir().to_path_buf()
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -302,11 +309,17 @@ impl LocalBackend {
             }
             let record = serde_json::to_vec_pretty(meta)
                 .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+            // The crash argument, two flushes: the record's bytes, then the
+            // rename. No flush of `scratch` itself: its entries (data/ or
+            // block, meta.json) were created before the record was
+            // flushed, and a journaling filesystem (ext4, XFS: the
+            // filesystems quotas need) commits metadata in order, so the
+            // record's flush commits them too. The rename is committed by
+            // the flush of `volumes/`, shared with concurrent calls. Until
+            // it returns, nothing was acknowledged; a crash before leaves
+            // the volume in tmp/ (cleared at start) or whole in volumes/.
             durable::write_new_file(&scratch.join(META_FILE), &record)?;
-            // Makes both entries (data/ or block, meta.json) durable; the
-            // empty data/ directory itself has nothing to flush.
-            durable::sync_dir(&scratch)?;
-            durable::rename(&scratch, &self.volume_dir(key), &self.volumes_dir())
+            self.volumes_sync.rename(&scratch, &self.volume_dir(key))
         })();
         if result.is_err() {
             // Best effort; anything left is cleared at the next start.
@@ -382,6 +395,12 @@ fn clear_dir(dir: &Path) -> Result<usize> {
 }
 
 impl LocalBackend {
+    /// Waits until what deletes moved to trash/ is removed, at most
+    /// `limit`; returns whether it was.
+    pub fn settle_deletes(&self, limit: std::time::Duration) -> bool {
+        self.janitor.settle(limit)
+    }
+
     /// Volumes in key order, starting after `after`, at most `max` (0: all).
     pub fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
         let dir = self.volumes_dir();
@@ -597,7 +616,9 @@ impl Backend for LocalBackend {
             None
         });
         let doomed = self.trash_dir().join(self.scratch_name(&local.key));
-        match durable::rename(&dir, &doomed, &self.volumes_dir()) {
+        // Gone for every reader once this rename is durable; a crash after
+        // it leaves trash, cleared at the next start.
+        match self.volumes_sync.rename(&dir, &doomed) {
             Ok(()) => {}
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(())
@@ -610,7 +631,8 @@ impl Backend for LocalBackend {
                 self.enforcement.forget(&doomed.join(DATA_DIR), project);
             }
         }
-        std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))
+        self.janitor.remove(doomed);
+        Ok(())
     }
 
     fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
@@ -862,6 +884,7 @@ mod tests {
         b.delete(&v.id).unwrap();
         b.delete(&v.id).unwrap();
         assert!(!root.path().join("volumes/pvc-1").exists());
+        assert!(b.settle_deletes(std::time::Duration::from_secs(30)));
         assert!(std::fs::read_dir(root.path().join("trash"))
             .unwrap()
             .next()

@@ -463,7 +463,8 @@ impl LocalBackend {
             }
             Err(e) => return Err(e),
         }
-        std::fs::remove_dir_all(&doomed).map_err(Error::io("remove", &doomed))
+        self.janitor.remove(doomed);
+        Ok(())
     }
 
     /// Snapshots in key order after `after`, at most `max` (0: all), only

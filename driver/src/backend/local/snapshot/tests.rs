@@ -190,6 +190,7 @@ async fn snapshots_outlive_their_source_and_deletes_are_idempotent() {
     b.delete_snapshot(&snap.id).unwrap();
     assert!(b.snapshot(&snap.id).unwrap().is_none());
     assert!(empty(&root.path().join("snapshots")));
+    assert!(b.settle_deletes(std::time::Duration::from_secs(30)));
     assert!(empty(&root.path().join("trash")));
     let foreign = SnapshotId::parse("snap:node-b:s").unwrap();
     assert!(matches!(
