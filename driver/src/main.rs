@@ -3,21 +3,55 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use cairn_csi::cli::{Cli, Command, LogFormat};
 
+/// The level filter from `RUST_LOG`: `info`, `debug`, `cairn_csi=debug,h2=warn`
+/// (targets and levels; the span and regex syntax of tracing's `EnvFilter`
+/// is left out, and so is the regex engine it would add to the binary).
+fn log_filter(value: Option<&str>) -> (Targets, Option<String>) {
+    let info = Targets::new().with_default(tracing::Level::INFO);
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (info, None),
+        Some(v) => match v.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (
+                info,
+                Some(format!("RUST_LOG={v:?} ignored ({e}); logging at info")),
+            ),
+        },
+    }
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, problem) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // Colour only for a person at a terminal: a container's stderr is a
     // log file, where escape codes are noise to every reader and grep.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
     }
 }
 
@@ -74,5 +108,25 @@ fn serve(args: cairn_csi::cli::ServeArgs) -> std::process::ExitCode {
             eprintln!("cairn-csi: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::level_filters::LevelFilter;
+
+    #[test]
+    fn rust_log_sets_levels_per_target_and_bad_values_fall_back_to_info() {
+        let (filter, problem) = log_filter(Some("cairn_csi=debug,h2=warn"));
+        assert!(problem.is_none());
+        assert!(filter.would_enable("cairn_csi::node", &tracing::Level::DEBUG));
+        assert!(!filter.would_enable("h2::proto", &tracing::Level::INFO));
+        let (filter, problem) = log_filter(None);
+        assert!(problem.is_none());
+        assert_eq!(filter.default_level(), Some(LevelFilter::INFO));
+        let (filter, problem) = log_filter(Some("cairn_csi=loud"));
+        assert!(problem.unwrap().contains("loud"));
+        assert_eq!(filter.default_level(), Some(LevelFilter::INFO));
     }
 }
