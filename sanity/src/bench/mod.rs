@@ -2,6 +2,7 @@
 //! with N workers, after pre-publishing K volumes, beside the bare kernel
 //! cost of the same mounts.
 
+pub mod durable;
 pub mod kernel;
 mod lifecycle;
 pub mod procfs;
