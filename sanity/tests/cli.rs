@@ -42,7 +42,61 @@ fn cairn_bench_documents_its_options() {
         "--sweep",
         "--driver-pid",
         "--svg",
+        "--label",
+        "--versus",
+        "--versus-controller-endpoint",
+        "--versus-pid",
+        "--versus-param",
+        "--versus-label",
+        "--rounds",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
+}
+
+#[test]
+fn cairn_bench_versus_options_need_versus() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args([
+            "--endpoint",
+            "unix:///nonexistent/csi.sock",
+            "--versus-pid",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--versus <ENDPOINT>"), "{stderr}");
+
+    // Their defaults (labels, rounds) do not count as given.
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args([
+            "--endpoint",
+            "unix:///nonexistent/csi.sock",
+            "--baseline",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nonexistent"), "{stderr}");
+}
+
+#[test]
+fn cairn_bench_refuses_zero_rounds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args([
+            "--endpoint",
+            "unix:///nonexistent/a.sock",
+            "--baseline",
+            "0",
+        ])
+        .args(["--versus", "unix:///nonexistent/b.sock", "--rounds", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--rounds"), "{stderr}");
 }

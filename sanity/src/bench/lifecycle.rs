@@ -1,6 +1,6 @@
 //! One volume's life as a cluster drives it, timed RPC by RPC.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cairn_proto::v1::{self, volume_capability::access_mode::Mode};
 use tonic::Status;
 
-use super::stats::Samples;
+use super::stats::{Samples, Stats};
 use crate::caps::{Capabilities, NodeCap};
 use crate::context::{Clients, RPC_TIMEOUT};
 use crate::fixtures;
@@ -55,6 +55,32 @@ impl Driver {
     fn record(&self, rpc: &'static str, took: Duration, ok: bool) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.entry(rpc).or_default().record(took, ok);
+    }
+
+    /// Forgets every sample: preloading is not part of a measurement.
+    pub fn reset(&self) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *self.lifecycles.lock().unwrap_or_else(|p| p.into_inner()) = Samples::default();
+    }
+
+    /// The whole lifecycle's and each RPC's summary of the samples so far.
+    pub fn summaries(&self) -> (Stats, BTreeMap<String, Stats>) {
+        let lifecycle = self
+            .lifecycles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summary();
+        let rpcs = self
+            .samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(rpc, s)| (rpc.to_string(), s.summary()))
+            .collect();
+        (lifecycle, rpcs)
     }
 
     fn stages(&self) -> bool {
@@ -204,6 +230,19 @@ impl Driver {
             ok &= remove_empty_dir(dir);
         }
         ok
+    }
+
+    /// `calls` Probes one after another: what one round trip to this driver
+    /// costs with no work behind it. Kept apart from the lifecycle samples.
+    pub async fn round_trip(&self, calls: usize) -> Samples {
+        let mut identity = self.clients.identity.clone();
+        let mut samples = Samples::default();
+        for _ in 0..calls {
+            let started = Instant::now();
+            let answer = timed(identity.probe(v1::ProbeRequest {})).await;
+            samples.record(started.elapsed(), answer.is_ok());
+        }
+        samples
     }
 
     /// The whole lifecycle once; its wall time is one lifecycle sample.

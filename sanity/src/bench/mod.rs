@@ -1,56 +1,90 @@
 //! `cairn-bench`: the lifecycle a cluster runs, against any CSI endpoint,
-//! with N workers, after pre-publishing K volumes, beside the bare kernel
-//! cost of the same mounts.
+//! with N workers, after pre-publishing K volumes, beside two floors (the
+//! bare kernel cost of the same mounts, and that plus the durable writes of
+//! a crash-safe driver); optionally against a second driver, interleaved
+//! round by round.
 
 pub mod durable;
 pub mod kernel;
 mod lifecycle;
+mod measure;
 pub mod procfs;
+pub mod ratio;
+pub mod schedule;
 pub mod stats;
 pub mod svg;
+pub mod svg_versus;
+pub mod text;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::task::JoinSet;
 
 use crate::caps::ControllerCap;
 use crate::context::Clients;
 use crate::runner::{connect, discover, run_id, Bases, RunError};
-use lifecycle::{Driver, Published};
+use kernel::Floor;
+use lifecycle::Driver;
+use measure::{Held, RoundPlan, RoundUsage, RssWatch};
 use procfs::ProcUsage;
+use ratio::PointRatios;
+use schedule::{Side, Turn};
 use stats::{Samples, Stats};
 
-/// How often the driver's RSS is sampled during a measurement.
-const RSS_EVERY: Duration = Duration::from_millis(50);
+pub use text::{comparison_text, to_text};
 
-/// What to measure.
+/// One driver to measure and where to reach it.
 #[derive(Debug, Clone)]
-pub struct BenchConfig {
+pub struct DriverSpec {
+    /// Names the driver in tables and charts.
+    pub label: String,
     pub endpoint: String,
     pub controller_endpoint: Option<String>,
     /// Base for staging dirs (default: a fresh temp dir). Must be inside a
     /// path-confining driver's allowed tree, as for `cairn-sanity`.
     pub staging_base: Option<PathBuf>,
     pub target_base: Option<PathBuf>,
+    /// StorageClass parameters for CreateVolume.
     pub params: BTreeMap<String, String>,
+    /// The driver's pid, for RSS and CPU time.
+    pub pid: Option<u32>,
+}
+
+impl DriverSpec {
+    /// A driver at `endpoint`, everything else defaulted.
+    pub fn new(label: &str, endpoint: &str) -> Self {
+        Self {
+            label: label.to_string(),
+            endpoint: endpoint.to_string(),
+            controller_endpoint: None,
+            staging_base: None,
+            target_base: None,
+            params: BTreeMap::new(),
+            pid: None,
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub driver: DriverSpec,
     pub volume_size: u64,
     /// Concurrent lifecycles.
     pub workers: usize,
-    /// Lifecycles per measurement (the run stops at `count` or `duration`,
-    /// whichever comes first).
+    /// Lifecycles per measurement and driver (the run stops at `count` or
+    /// `duration`, whichever comes first).
     pub count: u64,
     pub duration: Option<Duration>,
     /// K values: volumes created and published before each measurement.
     pub sweep: Vec<usize>,
-    /// The driver's pid, for RSS and CPU time.
-    pub driver_pid: Option<u32>,
-    /// Bare-kernel iterations (0: skip the baseline).
+    /// Iterations of each floor, and Probes per driver (0: skip them).
     pub baseline_iterations: usize,
+    /// Against a second driver: rounds each point is split into.
+    pub rounds: usize,
 }
 
 /// One measurement at one K.
@@ -58,8 +92,11 @@ pub struct BenchConfig {
 pub struct Point {
     pub preloaded: usize,
     pub workers: usize,
+    /// Rounds whose samples were merged (1 without a second driver).
+    pub rounds: usize,
     pub lifecycles: usize,
     pub failed_lifecycles: usize,
+    /// Wall time of the rounds, summed.
     pub seconds: f64,
     pub lifecycles_per_second: f64,
     /// Wall time of a whole lifecycle.
@@ -68,319 +105,365 @@ pub struct Point {
     pub driver: Option<ProcUsage>,
     /// Lifecycle p50 over the bare-kernel p50.
     pub ratio_to_kernel_p50: Option<f64>,
+    /// Lifecycle p50 over the durable floor's p50.
+    pub ratio_to_durable_p50: Option<f64>,
 }
 
-/// The bare-kernel floor.
-#[derive(Debug, Clone, Serialize)]
+impl Point {
+    /// Driver CPU time per successful lifecycle, when its pid was given.
+    pub fn cpu_ms_per_lifecycle(&self) -> Option<f64> {
+        let done = self.lifecycles.saturating_sub(self.failed_lifecycles);
+        let usage = self.driver.as_ref()?;
+        (done > 0).then(|| usage.cpu_seconds * 1000.0 / done as f64)
+    }
+}
+
+/// A floor: whole iterations and each step, named by the RPC it stands for.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Baseline {
     pub iterations: usize,
     pub lifecycle: Stats,
+    pub steps: BTreeMap<String, Stats>,
     pub error: Option<String>,
+}
+
+impl Baseline {
+    /// The floor's p50, if it was measured.
+    pub fn p50_ms(&self) -> Option<f64> {
+        (self.error.is_none() && self.lifecycle.count > 0).then_some(self.lifecycle.p50_ms)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    pub label: String,
     pub endpoint: String,
     pub workers: usize,
     pub points: Vec<Point>,
+    /// The bare-kernel floor.
     pub baseline: Option<Baseline>,
+    /// The kernel floor plus a crash-safe driver's durable writes.
+    pub durable_floor: Option<Baseline>,
+    /// Probe, as many times as each floor: one round trip to this driver
+    /// with no work behind it.
+    pub round_trip: Option<Stats>,
+    /// Driver RSS after connecting, before anything was created.
+    pub driver_rss_idle_kib: Option<u64>,
     /// Driver RSS during preloading and teardown too.
     pub driver_rss_max_kib: Option<u64>,
+}
+
+/// Two drivers measured side by side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Rounds each point was split into.
+    pub rounds: usize,
+    pub driver: BenchReport,
+    pub versus: BenchReport,
+    /// Per point (same order as the points): above 1, `driver` is better.
+    pub ratios: Vec<PointRatios>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]
     Setup(#[from] RunError),
-    #[error("the endpoint cannot run a lifecycle: {0}")]
-    Unsupported(String),
-    #[error("preloading K={k}: {status}")]
-    Preload { k: usize, status: tonic::Status },
+    #[error("{label}: the endpoint cannot run a lifecycle: {reason}")]
+    Unsupported { label: String, reason: String },
+    #[error("{label}: preloading K={k}: {status}")]
+    Preload {
+        label: String,
+        k: usize,
+        status: tonic::Status,
+    },
 }
 
-/// Runs the baseline, then one measurement per K in the sweep.
+/// Runs the floors, then one measurement per K in the sweep.
 pub async fn run_bench(config: BenchConfig) -> Result<BenchReport, BenchError> {
-    let main = connect(&config.endpoint).await?;
-    let controller = match &config.controller_endpoint {
-        Some(e) => connect(e).await?,
-        None => main.clone(),
-    };
-    let clients = Clients::new(main, controller);
-    let caps = discover(&clients).await;
-    if !caps.has_controller(ControllerCap::CreateDeleteVolume) || caps.node.is_none() {
-        return Err(BenchError::Unsupported(
-            "needs CREATE_DELETE_VOLUME and a node service on the endpoint(s)".into(),
-        ));
-    }
-    let run = run_id();
-    let bases = Bases::prepare(
-        "cairn-bench",
-        &run,
-        config.staging_base.as_deref(),
-        config.target_base.as_deref(),
-    )?;
-    let (staging_base, target_base) = (bases.staging.clone(), bases.target.clone());
+    let specs = [config.driver.clone()];
+    let mut reports = run_drivers(&config, &specs).await?;
+    Ok(reports.remove(0))
+}
 
-    let baseline = if config.baseline_iterations > 0 {
-        Some(measure_kernel(&staging_base, config.baseline_iterations).await)
-    } else {
-        None
+/// The same, against two drivers: each point runs both, in interleaved
+/// rounds.
+pub async fn run_comparison(
+    config: BenchConfig,
+    versus: DriverSpec,
+) -> Result<Comparison, BenchError> {
+    let specs = [config.driver.clone(), versus];
+    let mut reports = run_drivers(&config, &specs).await?.into_iter();
+    let (Some(driver), Some(versus)) = (reports.next(), reports.next()) else {
+        unreachable!("run_drivers returns one report per driver")
     };
-
-    let driver = Arc::new(Driver {
-        clients,
-        caps,
-        params: config.params.clone().into_iter().collect(),
-        size: crate::fixtures::bytes(config.volume_size),
-        staging_base,
-        target_base,
-        samples: Mutex::new(HashMap::new()),
-        lifecycles: Mutex::new(Samples::default()),
-    });
-    let rss_watch = config.driver_pid.map(RssWatch::start);
-    let mut points = Vec::new();
-    for &k in &config.sweep {
-        let preloaded = preload(&driver, &run, k).await;
-        let point = match preloaded {
-            Ok(held) => {
-                let point = measure(&driver, &config, &run, k).await;
-                release(&driver, held).await;
-                point
-            }
-            Err((held, status)) => {
-                release(&driver, held).await;
-                return Err(BenchError::Preload { k, status });
-            }
-        };
-        points.push(point);
-    }
-    let driver_rss_max_kib = rss_watch.map(RssWatch::stop);
-    if let Some(base) = &baseline {
-        let floor = base.lifecycle.p50_ms;
-        for p in &mut points {
-            if floor > 0.0 && p.lifecycle.count > 0 {
-                p.ratio_to_kernel_p50 = Some(p.lifecycle.p50_ms / floor);
-            }
-        }
-    }
-    let _ = bases.remove_scratch();
-    Ok(BenchReport {
-        endpoint: config.endpoint,
-        workers: config.workers,
-        points,
-        baseline,
-        driver_rss_max_kib,
+    let ratios = driver
+        .points
+        .iter()
+        .zip(&versus.points)
+        .map(|(ours, theirs)| ratio::compare(ours, theirs))
+        .collect();
+    Ok(Comparison {
+        rounds: config.rounds.max(1),
+        driver,
+        versus,
+        ratios,
     })
 }
 
-async fn measure_kernel(base: &std::path::Path, iterations: usize) -> Baseline {
-    let dir = base.join("cairn-bench-kernel");
+/// One driver as a run holds it.
+struct Contender {
+    spec: DriverSpec,
+    driver: Arc<Driver>,
+    bases: Bases,
+    rss_idle: Option<u64>,
+    rss_watch: Option<RssWatch>,
+    round_trip: Option<Stats>,
+    held: Held,
+    points: Vec<Point>,
+}
+
+impl Contender {
+    async fn connect(
+        spec: &DriverSpec,
+        side: usize,
+        run: &str,
+        volume_size: u64,
+    ) -> Result<Self, BenchError> {
+        let main = connect(&spec.endpoint).await?;
+        let controller = match &spec.controller_endpoint {
+            Some(e) => connect(e).await?,
+            None => main.clone(),
+        };
+        let clients = Clients::new(main, controller);
+        let caps = discover(&clients).await;
+        if !caps.has_controller(ControllerCap::CreateDeleteVolume) || caps.node.is_none() {
+            return Err(BenchError::Unsupported {
+                label: spec.label.clone(),
+                reason: "needs CREATE_DELETE_VOLUME and a node service on the endpoint(s)".into(),
+            });
+        }
+        // Two drivers never share a default scratch dir.
+        let tool = ["cairn-bench", "cairn-bench-versus"][side.min(1)];
+        let bases = Bases::prepare(
+            tool,
+            run,
+            spec.staging_base.as_deref(),
+            spec.target_base.as_deref(),
+        )?;
+        let driver = Arc::new(Driver {
+            clients,
+            caps,
+            params: spec.params.clone().into_iter().collect(),
+            size: crate::fixtures::bytes(volume_size),
+            staging_base: bases.staging.clone(),
+            target_base: bases.target.clone(),
+            samples: Mutex::new(HashMap::new()),
+            lifecycles: Mutex::new(Samples::default()),
+        });
+        Ok(Self {
+            spec: spec.clone(),
+            driver,
+            bases,
+            rss_idle: spec.pid.and_then(|pid| procfs::rss_kib(pid).ok()),
+            rss_watch: None,
+            round_trip: None,
+            held: Vec::new(),
+            points: Vec::new(),
+        })
+    }
+
+    async fn release(&mut self) {
+        measure::release(&self.driver, std::mem::take(&mut self.held)).await;
+    }
+
+    /// Gives up on the run: stops watching the driver and removes the
+    /// scratch dir this run made (nothing is mounted there any more).
+    fn abandon(self) {
+        let _ = self.bases.remove_scratch();
+        if let Some(watch) = self.rss_watch {
+            watch.stop();
+        }
+    }
+
+    fn into_report(self, workers: usize, floors: &Floors) -> BenchReport {
+        let _ = self.bases.remove_scratch();
+        BenchReport {
+            label: self.spec.label,
+            endpoint: self.spec.endpoint,
+            workers,
+            points: self.points,
+            baseline: floors.kernel.clone(),
+            durable_floor: floors.durable.clone(),
+            round_trip: self.round_trip,
+            driver_rss_idle_kib: self.rss_idle,
+            driver_rss_max_kib: self.rss_watch.map(RssWatch::stop),
+        }
+    }
+}
+
+/// Both floors, measured once per run before any driver works.
+struct Floors {
+    kernel: Option<Baseline>,
+    durable: Option<Baseline>,
+}
+
+impl Floors {
+    async fn measure(base: &Path, iterations: usize) -> Self {
+        if iterations == 0 {
+            return Self {
+                kernel: None,
+                durable: None,
+            };
+        }
+        Self {
+            kernel: Some(measure_floor(base, Floor::Kernel, iterations).await),
+            durable: Some(measure_floor(base, Floor::Durable, iterations).await),
+        }
+    }
+
+    fn set_ratios(&self, point: &mut Point) {
+        if point.lifecycle.count == point.lifecycle.errors {
+            return;
+        }
+        let over = |floor: &Option<Baseline>| {
+            floor
+                .as_ref()
+                .and_then(Baseline::p50_ms)
+                .and_then(|p50| ratio::times_floor(point.lifecycle.p50_ms, p50))
+        };
+        point.ratio_to_kernel_p50 = over(&self.kernel);
+        point.ratio_to_durable_p50 = over(&self.durable);
+    }
+}
+
+async fn run_drivers(
+    config: &BenchConfig,
+    specs: &[DriverSpec],
+) -> Result<Vec<BenchReport>, BenchError> {
+    let run = run_id();
+    let mut sides: Vec<Contender> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        match Contender::connect(spec, i, &run, config.volume_size).await {
+            Ok(side) => sides.push(side),
+            Err(e) => {
+                sides.into_iter().for_each(Contender::abandon);
+                return Err(e);
+            }
+        }
+    }
+    let floors = Floors::measure(&sides[0].driver.staging_base, config.baseline_iterations).await;
+    for side in &mut sides {
+        if config.baseline_iterations > 0 {
+            let probes = side.driver.round_trip(config.baseline_iterations).await;
+            side.round_trip = Some(probes.summary());
+        }
+        side.rss_watch = side.spec.pid.map(RssWatch::start);
+    }
+    let turns = if sides.len() == 1 {
+        schedule::alone(config.count)
+    } else {
+        schedule::interleave(config.count, config.rounds)
+    };
+    for &k in &config.sweep {
+        if let Err(e) = measure_point(config, &mut sides, &turns, &run, k).await {
+            for mut side in sides {
+                side.release().await;
+                side.abandon();
+            }
+            return Err(e);
+        }
+    }
+    let workers = config.workers.max(1);
+    Ok(sides
+        .into_iter()
+        .map(|mut side| {
+            for point in &mut side.points {
+                floors.set_ratios(point);
+            }
+            side.into_report(workers, &floors)
+        })
+        .collect())
+}
+
+/// Preloads K on every driver, runs the turns, merges each driver's rounds
+/// into its point and releases the preloaded volumes.
+async fn measure_point(
+    config: &BenchConfig,
+    sides: &mut [Contender],
+    turns: &[Turn],
+    run: &str,
+    k: usize,
+) -> Result<(), BenchError> {
+    for side in sides.iter_mut() {
+        let prefix = format!("bench-{run}-k{k}");
+        match measure::preload(&side.driver, &prefix, k).await {
+            Ok(held) => side.held = held,
+            Err((held, status)) => {
+                side.held = held;
+                return Err(BenchError::Preload {
+                    label: side.spec.label.clone(),
+                    k,
+                    status,
+                });
+            }
+        }
+    }
+    for side in sides.iter() {
+        side.driver.reset();
+    }
+    let mut usage: Vec<Vec<RoundUsage>> = vec![Vec::new(); sides.len()];
+    let rounds = turns
+        .iter()
+        .filter(|t| t.side == Side::Driver)
+        .count()
+        .max(1);
+    for turn in turns {
+        let side = &sides[turn.side.index()];
+        let prefix = format!("bench-{run}-k{k}-r{}", turn.round);
+        let plan = RoundPlan {
+            workers: config.workers,
+            count: turn.count,
+            duration: config.duration.map(|d| d / rounds as u32),
+            prefix: &prefix,
+            pid: side.spec.pid,
+        };
+        usage[turn.side.index()].push(measure::run_round(&side.driver, plan).await);
+    }
+    for (side, rounds) in sides.iter_mut().zip(&usage) {
+        let point = measure::summarise(&side.driver, k, config.workers, rounds, side.spec.pid);
+        side.points.push(point);
+        side.release().await;
+    }
+    Ok(())
+}
+
+async fn measure_floor(base: &Path, floor: Floor, iterations: usize) -> Baseline {
+    let dir = kernel::work_dir(base, floor);
     let work = dir.clone();
     let result = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&work)?;
-        let samples = kernel::baseline(&work, iterations);
+        let samples = kernel::measure(floor, &work, iterations);
         let _ = crate::cleanup::remove_dir(&work);
         samples
     })
     .await;
+    let failed = |error: String| Baseline {
+        iterations,
+        error: Some(error),
+        ..Default::default()
+    };
     match result {
         Ok(Ok(samples)) => Baseline {
             iterations,
-            lifecycle: samples.summary(),
+            lifecycle: samples.lifecycle.summary(),
+            steps: samples
+                .steps
+                .iter()
+                .map(|(step, s)| (step.to_string(), s.summary()))
+                .collect(),
             error: None,
         },
-        Ok(Err(e)) => Baseline {
-            iterations,
-            lifecycle: Stats::default(),
-            error: Some(format!("{}: {e}", dir.display())),
-        },
-        Err(e) => Baseline {
-            iterations,
-            lifecycle: Stats::default(),
-            error: Some(e.to_string()),
-        },
+        Ok(Err(e)) => failed(format!("{}: {e}", dir.display())),
+        Err(e) => failed(e.to_string()),
     }
-}
-
-type Held = Vec<Published>;
-
-/// Creates and publishes `k` volumes; on failure hands back what it holds.
-async fn preload(driver: &Arc<Driver>, run: &str, k: usize) -> Result<Held, (Held, tonic::Status)> {
-    let mut held = Vec::with_capacity(k);
-    for i in 0..k {
-        match driver.bring_up(&format!("bench-{run}-k{k}-pre{i}")).await {
-            Ok(up) => held.push(up),
-            Err(status) => return Err((held, status)),
-        }
-    }
-    Ok(held)
-}
-
-async fn release(driver: &Arc<Driver>, held: Held) {
-    for up in held {
-        driver.tear_down(up).await;
-    }
-}
-
-/// N workers run lifecycles until `count` are started or time is up.
-async fn measure(driver: &Arc<Driver>, config: &BenchConfig, run: &str, k: usize) -> Point {
-    // Preloading and teardown are not part of the measurement.
-    driver
-        .samples
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
-    *driver.lifecycles.lock().unwrap_or_else(|p| p.into_inner()) = Samples::default();
-    let cpu_before = config
-        .driver_pid
-        .and_then(|pid| procfs::cpu_seconds(pid).ok());
-    let rss = config.driver_pid.map(RssWatch::start);
-
-    let started = Instant::now();
-    let deadline = config.duration.map(|d| started + d);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut workers = JoinSet::new();
-    for w in 0..config.workers.max(1) {
-        let (driver, next, run) = (Arc::clone(driver), Arc::clone(&next), run.to_string());
-        let count = config.count;
-        workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count || deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                driver
-                    .lifecycle(&format!("bench-{run}-k{k}-w{w}-{i}"))
-                    .await;
-            }
-        });
-    }
-    while workers.join_next().await.is_some() {}
-    let seconds = started.elapsed().as_secs_f64();
-
-    let lifecycle = driver
-        .lifecycles
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .summary();
-    let rpcs = driver
-        .samples
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(rpc, s)| (rpc.to_string(), s.summary()))
-        .collect();
-    let driver_usage = config.driver_pid.map(|pid| ProcUsage {
-        rss_max_kib: rss.map(RssWatch::stop).unwrap_or(0),
-        rss_end_kib: procfs::rss_kib(pid).unwrap_or(0),
-        cpu_seconds: procfs::cpu_seconds(pid)
-            .ok()
-            .zip(cpu_before)
-            .map_or(0.0, |(after, before)| after - before),
-    });
-    let done = lifecycle.count - lifecycle.errors;
-    Point {
-        preloaded: k,
-        workers: config.workers.max(1),
-        lifecycles: lifecycle.count,
-        failed_lifecycles: lifecycle.errors,
-        seconds,
-        lifecycles_per_second: if seconds > 0.0 {
-            done as f64 / seconds
-        } else {
-            0.0
-        },
-        lifecycle,
-        rpcs,
-        driver: driver_usage,
-        ratio_to_kernel_p50: None,
-    }
-}
-
-/// Samples a pid's RSS in the background and keeps the maximum.
-struct RssWatch {
-    stop: Arc<AtomicBool>,
-    max: Arc<AtomicU64>,
-}
-
-impl RssWatch {
-    fn start(pid: u32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let max = Arc::new(AtomicU64::new(procfs::rss_kib(pid).unwrap_or(0)));
-        let (s, m) = (Arc::clone(&stop), Arc::clone(&max));
-        tokio::spawn(async move {
-            while !s.load(Ordering::Relaxed) {
-                if let Ok(kib) = procfs::rss_kib(pid) {
-                    m.fetch_max(kib, Ordering::Relaxed);
-                }
-                tokio::time::sleep(RSS_EVERY).await;
-            }
-        });
-        Self { stop, max }
-    }
-
-    fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.max.load(Ordering::Relaxed)
-    }
-}
-
-/// A table for a person: one block per K.
-pub fn to_text(report: &BenchReport) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    if let Some(b) = &report.baseline {
-        match &b.error {
-            Some(e) => {
-                let _ = writeln!(out, "bare kernel baseline failed: {e}");
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "bare kernel (mkdir, 2x bind mount, stat, 2x umount, rmdir) x{}: p50 {:.3} ms, p99 {:.3} ms",
-                    b.iterations, b.lifecycle.p50_ms, b.lifecycle.p99_ms
-                );
-            }
-        }
-    }
-    for p in &report.points {
-        let _ = writeln!(
-            out,
-            "\nK={} workers={}: {} lifecycles ({} failed) in {:.2}s = {:.1}/s; lifecycle p50 {:.3} ms p99 {:.3} ms{}",
-            p.preloaded,
-            p.workers,
-            p.lifecycles,
-            p.failed_lifecycles,
-            p.seconds,
-            p.lifecycles_per_second,
-            p.lifecycle.p50_ms,
-            p.lifecycle.p99_ms,
-            p.ratio_to_kernel_p50
-                .map(|r| format!(", {r:.2}x the bare kernel"))
-                .unwrap_or_default()
-        );
-        let _ = writeln!(
-            out,
-            "  {:<22} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9}",
-            "rpc", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
-        );
-        for (rpc, s) in &p.rpcs {
-            let _ = writeln!(
-                out,
-                "  {rpc:<22} {:>7} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-                s.count, s.errors, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
-            );
-        }
-        if let Some(d) = &p.driver {
-            let _ = writeln!(
-                out,
-                "  driver: RSS max {} KiB, end {} KiB, CPU {:.3} s",
-                d.rss_max_kib, d.rss_end_kib, d.cpu_seconds
-            );
-        }
-    }
-    if let Some(max) = report.driver_rss_max_kib {
-        let _ = writeln!(out, "\ndriver RSS max over the whole run: {max} KiB");
-    }
-    out
 }

@@ -5,15 +5,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_sanity::bench::{self, BenchConfig};
+use cairn_sanity::bench::{self, BenchConfig, DriverSpec};
 use cairn_sanity::{parse_param, parse_size};
 use clap::Parser;
 
 /// Runs CreateVolume → NodeStageVolume → NodePublishVolume →
 /// NodeGetVolumeStats → NodeUnpublishVolume → NodeUnstageVolume →
-/// DeleteVolume with N workers, after pre-publishing K volumes, and the same
-/// mounts with no driver at all. Prints a table on stderr and JSON on stdout
-/// (or to --json).
+/// DeleteVolume with N workers, after pre-publishing K volumes, beside two
+/// floors: the same mounts with no driver at all, and those plus the durable
+/// writes a crash-safe driver makes. With --versus, a second driver runs the
+/// same points, interleaved in rounds. Prints a table on stderr and JSON on
+/// stdout (or to --json).
 #[derive(Debug, Parser)]
 #[command(name = "cairn-bench", version)]
 struct Args {
@@ -53,13 +55,40 @@ struct Args {
     /// The driver's pid, to report its RSS and CPU time from /proc.
     #[arg(long)]
     driver_pid: Option<u32>,
-    /// Bare-kernel iterations for the baseline (0 to skip; needs root).
+    /// Names the driver in tables and charts.
+    #[arg(long, default_value = "driver")]
+    label: String,
+    /// Iterations of each floor, bare kernel and durable (0 to skip; needs root).
     #[arg(long, default_value_t = 200)]
     baseline: usize,
+    /// A second driver to compare against: every point runs on both, interleaved.
+    #[arg(long, value_name = "ENDPOINT")]
+    versus: Option<String>,
+    /// The second driver's Controller endpoint, when not the same as --versus.
+    #[arg(long, requires = "versus")]
+    versus_controller_endpoint: Option<String>,
+    /// Base directory for the second driver's staging paths.
+    #[arg(long, requires = "versus")]
+    versus_staging_dir: Option<PathBuf>,
+    /// Base directory for the second driver's publish targets.
+    #[arg(long, requires = "versus")]
+    versus_target_dir: Option<PathBuf>,
+    /// StorageClass parameter for the second driver, key=value (repeatable).
+    #[arg(long = "versus-param", value_parser = parse_param, requires = "versus")]
+    versus_params: Vec<(String, String)>,
+    /// The second driver's pid, for its RSS and CPU time.
+    #[arg(long, requires = "versus")]
+    versus_pid: Option<u32>,
+    /// Names the second driver in tables and charts.
+    #[arg(long, default_value = "reference", requires = "versus")]
+    versus_label: String,
+    /// With --versus: rounds each point is split into (A B, B A, ...).
+    #[arg(long, default_value_t = 4, requires = "versus")]
+    rounds: usize,
     /// Write JSON here instead of stdout.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Draw p99 latency per RPC against K as SVG here.
+    /// Draw latency per RPC against K as SVG here (with --versus: both drivers).
     #[arg(long)]
     svg: Option<PathBuf>,
 }
@@ -68,6 +97,8 @@ struct Args {
 const MAX_COUNT: u64 = 1_000_000;
 /// Most volumes a sweep point may preload.
 const MAX_PRELOAD: usize = 100_000;
+/// Most rounds a point may be split into.
+const MAX_ROUNDS: usize = 1_000;
 
 fn main() -> ExitCode {
     match real_main() {
@@ -99,40 +130,91 @@ fn real_main() -> anyhow::Result<bool> {
                 .context("--duration must be a positive number of seconds")
         })
         .transpose()?;
+    anyhow::ensure!(
+        (1..=MAX_ROUNDS).contains(&args.rounds),
+        "--rounds must be 1 to {MAX_ROUNDS}"
+    );
     let config = BenchConfig {
-        endpoint: args.endpoint,
-        controller_endpoint: args.controller_endpoint,
-        staging_base: args.staging_dir,
-        target_base: args.target_dir,
-        params: args.params.into_iter().collect(),
+        driver: DriverSpec {
+            label: args.label,
+            endpoint: args.endpoint,
+            controller_endpoint: args.controller_endpoint,
+            staging_base: args.staging_dir,
+            target_base: args.target_dir,
+            params: args.params.into_iter().collect(),
+            pid: args.driver_pid,
+        },
         volume_size: args.volume_size,
         workers: args.workers.max(1),
         count: args.count,
         duration,
         sweep,
-        driver_pid: args.driver_pid,
         baseline_iterations: args.baseline,
+        rounds: args.rounds,
     };
+    let versus = args.versus.map(|endpoint| DriverSpec {
+        label: args.versus_label,
+        endpoint,
+        controller_endpoint: args.versus_controller_endpoint,
+        staging_base: args.versus_staging_dir,
+        target_base: args.versus_target_dir,
+        params: args.versus_params.into_iter().collect(),
+        pid: args.versus_pid,
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let report = runtime.block_on(bench::run_bench(config))?;
-    eprint!("{}", bench::to_text(&report));
-    let json = serde_json::to_string_pretty(&report)?;
-    match &args.json {
-        Some(path) => {
-            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?
+    let outputs = Outputs {
+        json: args.json,
+        svg: args.svg,
+    };
+    match versus {
+        None => {
+            let report = runtime.block_on(bench::run_bench(config))?;
+            eprint!("{}", bench::to_text(&report));
+            let title = format!(
+                "{} — p99 latency vs K ({} workers)",
+                report.endpoint, report.workers
+            );
+            outputs.write(&report, || bench::svg::chart(&report.points, &title))?;
+            Ok(all_succeeded(&report))
         }
-        None => println!("{json}"),
+        Some(versus) => {
+            let comparison = runtime.block_on(bench::run_comparison(config, versus))?;
+            eprint!("{}", bench::comparison_text(&comparison));
+            outputs.write(&comparison, || bench::svg_versus::chart(&comparison))?;
+            Ok(all_succeeded(&comparison.driver) && all_succeeded(&comparison.versus))
+        }
     }
-    if let Some(path) = &args.svg {
-        let title = format!(
-            "{} — p99 latency vs K ({} workers)",
-            report.endpoint, report.workers
-        );
-        std::fs::write(path, bench::svg::chart(&report.points, &title))
-            .with_context(|| format!("writing {}", path.display()))?;
+}
+
+/// Where the JSON and the chart go.
+struct Outputs {
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+}
+
+impl Outputs {
+    fn write<T: serde::Serialize>(
+        &self,
+        report: &T,
+        svg: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(report)?;
+        match &self.json {
+            Some(path) => {
+                std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?
+            }
+            None => println!("{json}"),
+        }
+        if let Some(path) = &self.svg {
+            std::fs::write(path, svg()).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
-    Ok(report.points.iter().all(|p| p.failed_lifecycles == 0))
+}
+
+fn all_succeeded(report: &bench::BenchReport) -> bool {
+    report.points.iter().all(|p| p.failed_lifecycles == 0)
 }
