@@ -22,7 +22,9 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
     parse_rss(&status).ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }
 
-/// User plus system CPU seconds so far.
+/// User plus system CPU seconds so far, the process's own and that of the
+/// children it has waited for (a driver that runs `mount` and `umount` pays
+/// for them).
 pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_cpu(&stat).ok_or_else(|| io::Error::other(format!("cannot parse /proc/{pid}/stat")))
@@ -36,14 +38,19 @@ pub fn parse_rss(status: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// utime and stime are fields 14 and 15; the command name (field 2) may
-/// hold spaces and parentheses, so count from the last `)`.
+/// utime and stime are fields 14 and 15, cutime and cstime (waited-for
+/// children) 16 and 17; the command name (field 2) may hold spaces and
+/// parentheses, so count from the last `)`.
 pub fn parse_cpu(stat: &str) -> Option<f64> {
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
+    let ticks = |i: usize| -> Option<u64> {
+        // The children's fields are signed in the kernel's format.
+        let v: i64 = fields.get(i)?.parse().ok()?;
+        Some(v.max(0).unsigned_abs())
+    };
+    let total = ticks(11)? + ticks(12)? + ticks(13)? + ticks(14)?;
+    Some(total as f64 / USER_HZ)
 }
 
 #[cfg(test)]
@@ -59,6 +66,15 @@ mod tests {
         assert_eq!(parse_rss("Name: x\n"), None);
         let stat = "42 (cairn csi) (x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0";
         assert_eq!(parse_cpu(stat), Some(3.0));
+        // Children it waited for (mount, umount) count too.
+        let stat = "42 (hostpath) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 70 30 20 0 9 0";
+        assert_eq!(parse_cpu(stat), Some(4.0));
+        let stat = "42 (x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 -1 0 20 0 9 0";
+        assert_eq!(parse_cpu(stat), Some(3.0));
+        assert_eq!(
+            parse_cpu("42 (x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50"),
+            None
+        );
         assert_eq!(parse_cpu("garbage"), None);
     }
 

@@ -94,17 +94,64 @@ fn floors_text(out: &mut String, report: &BenchReport) {
 }
 
 /// The floor an RPC is set beside: its step in the durable floor (which
-/// has every RPC), or in the kernel floor (mount RPCs only).
-pub fn floor_step_ms(report: &BenchReport, rpc: &str) -> Option<f64> {
-    let step = |floor: &Option<Baseline>| {
-        floor
-            .as_ref()
-            .filter(|b| b.error.is_none())
-            .and_then(|b| b.steps.get(rpc))
+/// has every RPC), or in the kernel floor (mount RPCs only), plus one round
+/// trip: no RPC can take less than a call with no work behind it, and a
+/// node step alone (a few µs) is far below that.
+pub struct RpcFloor<'a> {
+    floors: &'a BenchReport,
+    round_trip_ms: Option<f64>,
+}
+
+impl<'a> RpcFloor<'a> {
+    /// With `reports`' fastest Probe p50 as the round trip: one floor for
+    /// every driver, the cheapest call any of them answered.
+    pub fn new(floors: &'a BenchReport, reports: &[&BenchReport]) -> Self {
+        let round_trip_ms = reports
+            .iter()
+            .filter_map(|r| r.round_trip.as_ref())
             .filter(|s| s.count > s.errors)
             .map(|s| s.p50_ms)
-    };
-    step(&report.durable_floor).or_else(|| step(&report.baseline))
+            .reduce(f64::min);
+        Self {
+            floors,
+            round_trip_ms,
+        }
+    }
+
+    /// The floor step alone.
+    pub fn step_ms(&self, rpc: &str) -> Option<f64> {
+        let step = |floor: &Option<Baseline>| {
+            floor
+                .as_ref()
+                .filter(|b| b.error.is_none())
+                .and_then(|b| b.steps.get(rpc))
+                .filter(|s| s.count > s.errors)
+                .map(|s| s.p50_ms)
+        };
+        step(&self.floors.durable_floor).or_else(|| step(&self.floors.baseline))
+    }
+
+    /// Step plus round trip, if the step was measured.
+    pub fn ms(&self, rpc: &str) -> Option<f64> {
+        self.step_ms(rpc)
+            .map(|step| step + self.round_trip_ms.unwrap_or(0.0))
+    }
+
+    fn describe(&self, out: &mut String) {
+        let durable = self.floors.durable_floor.as_ref();
+        let which = if durable.is_some_and(|b| b.error.is_none()) {
+            "durable"
+        } else {
+            "bare kernel"
+        };
+        let _ = match self.round_trip_ms {
+            Some(rt) => writeln!(
+                out,
+                "per-RPC floor: the RPC's step of the {which} floor + one round trip (fastest Probe p50, {rt:.3} ms)"
+            ),
+            None => writeln!(out, "per-RPC floor: the RPC's step of the {which} floor"),
+        };
+    }
 }
 
 fn times(value: f64, floor: Option<f64>) -> String {
@@ -121,6 +168,10 @@ pub fn to_text(report: &BenchReport) -> String {
             "round trip (Probe) x{}: p50 {:.3} ms, p99 {:.3} ms",
             s.count, s.p50_ms, s.p99_ms
         );
+    }
+    let rpc_floor = RpcFloor::new(report, &[report]);
+    if report.baseline.is_some() || report.durable_floor.is_some() {
+        rpc_floor.describe(&mut out);
     }
     for p in &report.points {
         let _ = writeln!(
@@ -142,21 +193,13 @@ pub fn to_text(report: &BenchReport) -> String {
                 .unwrap_or_default()
         );
         let mut rows = vec![[
-            "rpc",
-            "count",
-            "errors",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "max ms",
-            "floor p50",
-            "x floor",
+            "rpc", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms", "floor", "x floor",
         ]
         .map(String::from)
         .to_vec()];
         for rpc in in_lifecycle_order(p.rpcs.keys().map(String::as_str)) {
             let s = &p.rpcs[rpc];
-            let floor = floor_step_ms(report, rpc);
+            let floor = rpc_floor.ms(rpc);
             rows.push(vec![
                 rpc.to_string(),
                 s.count.to_string(),
@@ -200,6 +243,10 @@ pub fn comparison_text(c: &Comparison) -> String {
         a.endpoint, b.endpoint
     );
     floors_text(&mut out, a);
+    let rpc_floor = RpcFloor::new(a, &[a, b]);
+    if a.baseline.is_some() || a.durable_floor.is_some() {
+        rpc_floor.describe(&mut out);
+    }
     for (i, (pa, pb)) in a.points.iter().zip(&b.points).enumerate() {
         let ratios = c.ratios.get(i).cloned().unwrap_or_default();
         let _ = writeln!(
@@ -211,7 +258,8 @@ pub fn comparison_text(c: &Comparison) -> String {
         let figures = figure_rows((la, lb), (pa, pb), &ratios);
         out.push_str(&columns(&figures, "  "));
         out.push('\n');
-        out.push_str(&columns(&rpc_rows(a, la, lb, pa, pb, &ratios), "  "));
+        let rpcs = rpc_rows(&rpc_floor, (la, lb), (pa, pb), &ratios);
+        out.push_str(&columns(&rpcs, "  "));
     }
     out.push_str(&whole_run_text(a, b));
     out
@@ -333,11 +381,9 @@ fn figure_rows(
 }
 
 fn rpc_rows(
-    floors: &BenchReport,
-    la: &str,
-    lb: &str,
-    pa: &Point,
-    pb: &Point,
+    floor: &RpcFloor,
+    (la, lb): (&str, &str),
+    (pa, pb): (&Point, &Point),
     r: &super::ratio::PointRatios,
 ) -> Vec<Vec<String>> {
     let mut rows = vec![vec![
@@ -348,7 +394,7 @@ fn rpc_rows(
         format!("{la} p99"),
         format!("{lb} p99"),
         "ratio".into(),
-        "floor p50".into(),
+        "floor".into(),
         format!("{la}/floor"),
         format!("{lb}/floor"),
     ]];
@@ -360,7 +406,7 @@ fn rpc_rows(
             pa.rpcs.get(rpc).unwrap_or(&empty),
             pb.rpcs.get(rpc).unwrap_or(&empty),
         );
-        let floor = floor_step_ms(floors, rpc);
+        let rpc_floor = floor.ms(rpc);
         let cell = |s: &Stats, v: f64| {
             if s.count > s.errors {
                 ms(v)
@@ -376,13 +422,13 @@ fn rpc_rows(
             cell(sa, sa.p99_ms),
             cell(sb, sb.p99_ms),
             ratio_cell(r.rpc_p99.get(rpc).copied().flatten()),
-            floor.map_or_else(|| "-".into(), ms),
-            times(sa.p50_ms, floor),
-            times(sb.p50_ms, floor),
+            rpc_floor.map_or_else(|| "-".into(), ms),
+            times(sa.p50_ms, rpc_floor),
+            times(sb.p50_ms, rpc_floor),
         ]);
     }
     // Without floors (--baseline 0) their three columns would be all dashes.
-    if !names.iter().any(|rpc| floor_step_ms(floors, rpc).is_some()) {
+    if !names.iter().any(|rpc| floor.ms(rpc).is_some()) {
         for row in &mut rows {
             row.truncate(7);
         }
@@ -457,7 +503,7 @@ mod tests {
                     ("DeleteVolume", 0.25),
                 ],
             )),
-            round_trip: Some(stats(0.15 * scale)),
+            round_trip: Some(stats(0.1 * scale)),
             driver_rss_idle_kib: rss.map(|k| k / 2),
             driver_rss_max_kib: rss,
         }
@@ -534,7 +580,7 @@ mod tests {
         assert_eq!(row(&text, "lifecycle p99 ms"), ["4.000", "16.000", "4.00x"]);
         assert_eq!(
             row(&text, "Probe p50 ms (round trip)"),
-            ["0.150", "0.600", "4.00x"]
+            ["0.100", "0.400", "4.00x"]
         );
         assert_eq!(
             row(&text, "lifecycle p50 / kernel floor"),
@@ -550,14 +596,19 @@ mod tests {
             ["1.000", "4.000", "4.00x"]
         );
 
-        // Per RPC: both p50s, ratio, both p99s, ratio, the floor step, each over it.
+        // Per RPC: both p50s, ratio, both p99s, ratio, the floor (its step
+        // of the durable floor + the faster driver's round trip), each over it.
+        assert!(
+            text.contains("per-RPC floor: the RPC's step of the durable floor + one round trip (fastest Probe p50, 0.100 ms)"),
+            "{text}"
+        );
         assert_eq!(
             row(&text, "CreateVolume"),
-            ["1.000", "4.000", "4.00x", "2.000", "8.000", "4.00x", "0.400", "2.50x", "10.00x"]
+            ["1.000", "4.000", "4.00x", "2.000", "8.000", "4.00x", "0.500", "2.00x", "8.00x"]
         );
         assert_eq!(
             row(&text, "DeleteVolume"),
-            ["0.500", "2.000", "4.00x", "1.000", "4.000", "4.00x", "0.250", "2.00x", "8.00x"]
+            ["0.500", "2.000", "4.00x", "1.000", "4.000", "4.00x", "0.350", "1.43x", "5.71x"]
         );
         // Lifecycle order: create before publish before delete.
         let at = |s: &str| text.find(&format!("  {s} ")).unwrap();
@@ -601,7 +652,7 @@ mod tests {
         // The round trip is measured whether or not pids are given.
         assert_eq!(
             row(&text, "Probe p50 ms (round trip)"),
-            ["0.150", "0.600", "4.00x"]
+            ["0.100", "0.400", "4.00x"]
         );
         assert!(!text.contains("CPU ms"), "{text}");
         assert!(text.contains("lifecycles/s"));
@@ -615,7 +666,7 @@ mod tests {
         let text = comparison_text(&c);
         assert_eq!(
             row(&text, "DeleteVolume"),
-            ["0.500", "-", "-", "1.000", "-", "-", "0.250", "2.00x", "-"]
+            ["0.500", "-", "-", "1.000", "-", "-", "0.350", "1.43x", "-"]
         );
     }
 
@@ -631,12 +682,16 @@ mod tests {
             text.contains("8.00x the bare kernel, 2.00x the durable floor"),
             "{text}"
         );
+        assert!(
+            text.contains("round trip (Probe) x100: p50 0.100 ms"),
+            "{text}"
+        );
+        // The durable floor's step plus the driver's own round trip.
         assert_eq!(
             row(&text, "CreateVolume"),
-            ["100", "0", "1.000", "0.000", "2.000", "0.000", "0.400", "2.50x"]
+            ["100", "0", "1.000", "0.000", "2.000", "0.000", "0.500", "2.00x"]
         );
-        // The kernel floor has no create step: the durable one is used.
-        assert_eq!(row(&text, "NodePublishVolume")[6..], ["0.100", "3.00x"]);
+        assert_eq!(row(&text, "NodePublishVolume")[6..], ["0.200", "1.50x"]);
         assert!(text.contains("driver RSS idle before the run: 3000 KiB"));
         assert!(text.contains("driver RSS max over the whole run: 6000 KiB"));
     }
@@ -645,10 +700,15 @@ mod tests {
     fn floor_falls_back_to_the_kernel_floor() {
         let mut r = report("cairn", 1.0, None);
         r.durable_floor = None;
-        assert_eq!(floor_step_ms(&r, "NodePublishVolume"), Some(0.1));
-        assert_eq!(floor_step_ms(&r, "CreateVolume"), None);
+        let floor = RpcFloor::new(&r, &[&r]);
+        assert_eq!(floor.step_ms("NodePublishVolume"), Some(0.1));
+        assert_eq!(floor.ms("NodePublishVolume"), Some(0.2));
+        // The kernel floor has no create step.
+        assert_eq!(floor.ms("CreateVolume"), None);
+        // Without a round trip, the step alone.
+        assert_eq!(RpcFloor::new(&r, &[]).ms("NodePublishVolume"), Some(0.1));
         r.baseline.as_mut().unwrap().error = Some("not root".into());
-        assert_eq!(floor_step_ms(&r, "NodePublishVolume"), None);
+        assert_eq!(RpcFloor::new(&r, &[&r]).ms("NodePublishVolume"), None);
         assert!(to_text(&r).contains(
             "bare kernel (mkdir, 2x bind mount, stat, 2x umount, rmdir) failed: not root"
         ));
