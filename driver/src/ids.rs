@@ -353,11 +353,7 @@ impl VolumeId {
                     return Err(shape());
                 };
                 let on_delete = OnDelete::from_tag(policy).ok_or_else(shape)?;
-                let port = port
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(shape)?;
+                let port = parse_port(port).ok_or_else(shape)?;
                 let mut parts = location.split('#');
                 let (Some(server), Some(share), Some(subdir), None) =
                     (parts.next(), parts.next(), parts.next(), parts.next())
@@ -405,6 +401,15 @@ impl fmt::Display for VolumeId {
 /// The first tag of an NFS snapshot's id.
 pub const NFS_SNAPSHOT_TAG: &str = "nfs-snap";
 
+/// A port as Cairn writes it into ids: 1-65535 in plain decimal. Another
+/// spelling of the same number ("01", "+1") is not an id Cairn issued, and
+/// reading it as one would give one volume two ids.
+fn parse_port(text: &str) -> Option<u16> {
+    let canonical =
+        !text.is_empty() && !text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit());
+    canonical.then(|| text.parse::<u16>().ok()).flatten()
+}
+
 /// An NFS snapshot's id: `nfs-snap:<port>:<server>#<share>#<leaf>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NfsSnapshotId {
@@ -426,11 +431,7 @@ impl NfsSnapshotId {
             ))
         };
         let (port, location) = rest.split_once(':').ok_or_else(malformed)?;
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(malformed)?;
+        let port = parse_port(port).ok_or_else(malformed)?;
         let mut parts = location.split('#');
         let (Some(server), Some(share), Some(leaf), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -560,6 +561,17 @@ impl fmt::Display for ContentSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_in_ids_have_one_spelling() {
+        assert_eq!(parse_port("2049"), Some(2049));
+        assert_eq!(parse_port("65535"), Some(65535));
+        for other in ["", "0", "01", "+1", "65536", " 1", "1 "] {
+            assert_eq!(parse_port(other), None, "{other:?}");
+        }
+        assert!(VolumeId::parse("nfs:a:01:0#/a#a").is_err());
+        assert!(SnapshotId::parse("nfs-snap:+2049:127.0.0.1#/export#s").is_err());
+    }
 
     #[test]
     fn short_names_are_their_own_key() {
