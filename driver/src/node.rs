@@ -26,7 +26,7 @@ use crate::ids::VolumeId;
 use crate::mount::{self, PathState};
 use crate::paths::{KubeletDir, KubeletPath};
 use crate::published::{Publication, PublishedRecords};
-use crate::rpc::{blocking, observe, observe_to_completion};
+use crate::rpc::{blocking, node_work, observe, observe_to_completion};
 use crate::staged::StagedRecords;
 use crate::topology;
 
@@ -164,7 +164,7 @@ impl NodeService {
         let records = self.staged()?;
         let published = self.published()?;
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        blocking(move || {
+        node_work(backend.node_work_is_local(), move || {
             let staging = kubelet.resolve(&staging, true)?;
             if let Some(there) = published.at(&staging)? {
                 if is_live(&there)? {
@@ -200,28 +200,31 @@ impl NodeService {
         // A volume of a backend this process does not serve was never staged here.
         let backend = self.0.backends.for_id(&id).ok();
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        blocking(move || {
-            // The kubelet owns the staging directory and removes it itself.
-            if let Some(staging) = resolve_existing(&kubelet, &staging)? {
-                if let Some(other) = records.lookup(&staging)? {
-                    let mounted = inspect(&staging)?.is_some_and(|s| s.is_mount_root);
-                    if other != id.to_string() && mounted {
-                        return Err(Error::FailedPrecondition(format!(
-                            "{} holds volume {other}, not {id}; left as it is",
-                            staging.display()
-                        )));
+        node_work(
+            backend.as_ref().is_some_and(|b| b.node_work_is_local()),
+            move || {
+                // The kubelet owns the staging directory and removes it itself.
+                if let Some(staging) = resolve_existing(&kubelet, &staging)? {
+                    if let Some(other) = records.lookup(&staging)? {
+                        let mounted = inspect(&staging)?.is_some_and(|s| s.is_mount_root);
+                        if other != id.to_string() && mounted {
+                            return Err(Error::FailedPrecondition(format!(
+                                "{} holds volume {other}, not {id}; left as it is",
+                                staging.display()
+                            )));
+                        }
                     }
+                    mount::unmount_all(&staging).map_err(Error::io("unmount", &staging))?;
                 }
-                mount::unmount_all(&staging).map_err(Error::io("unmount", &staging))?;
-            }
-            // Loop devices of a block volume go even when the path is gone.
-            let lexical = kubelet.lexical(&staging);
-            if let Some(backend) = backend {
-                backend.unstage(&id, &lexical)?;
-            }
-            records.forget(&lexical)?;
-            Ok(NodeUnstageVolumeResponse {})
-        })
+                // Loop devices of a block volume go even when the path is gone.
+                let lexical = kubelet.lexical(&staging);
+                if let Some(backend) = backend {
+                    backend.unstage(&id, &lexical)?;
+                }
+                records.forget(&lexical)?;
+                Ok(NodeUnstageVolumeResponse {})
+            },
+        )
         .await
     }
 
@@ -252,7 +255,7 @@ impl NodeService {
         let published = self.published()?;
         let mode = cap.access_mode.as_ref().map_or(0, |m| m.mode);
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        blocking(move || {
+        node_work(backend.node_work_is_local(), move || {
             let staging = kubelet
                 .resolve(&staging, false)
                 .map_err(|e| not_staged(&id, e))?;
@@ -321,8 +324,15 @@ impl NodeService {
         // interleaves with a DeleteVolume or an inline volume's creation.
         let records = self.staged()?;
         let published = self.published()?;
+        // An inline volume is deleted here, which flushes: off this thread.
+        let local_work = inline.is_none()
+            && self
+                .0
+                .backends
+                .for_id(&id)
+                .is_ok_and(|b| b.node_work_is_local());
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        blocking(move || {
+        node_work(local_work, move || {
             // Gone already (a retry, or after a reboot): nothing to unmount.
             if let Some(target) = resolve_existing(&kubelet, &target)? {
                 check_own_target(&records, &published, &id, &target)?;
@@ -409,7 +419,7 @@ impl NodeService {
             .check(&req.volume_path, "volume_path")
             .map_err(|e| Error::NotFound(format!("volume {id} is not published there: {e}")))?;
         let backend = self.0.backends.for_id(&id)?;
-        blocking(move || {
+        node_work(backend.node_work_is_local(), move || {
             let path = resolve_existing(&kubelet, &path)?.ok_or_else(|| {
                 Error::NotFound(format!(
                     "volume {id} is not published at {}",
@@ -453,7 +463,7 @@ impl NodeService {
             None => None,
         };
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        blocking(move || {
+        node_work(backend.node_work_is_local(), move || {
             let path = resolve_existing(&kubelet, &path)?.ok_or_else(|| {
                 Error::NotFound(format!(
                     "volume {id} is not staged or published at {}",

@@ -141,6 +141,27 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(Error::from)?
 }
 
+/// Runs a node call's filesystem and mount work. Work that touches only
+/// this node's own disks and kernel (`local`) runs right here, on the
+/// runtime's one thread: it is a few dozen syscalls, tens of microseconds,
+/// and handing it to the blocking pool and back costs two thread wakeups,
+/// which measured more than the work (NodeGetVolumeStats p50 0.153 ms
+/// through the pool, 0.065 ms here; NodePublishVolume 0.518 ms, 0.269 ms).
+/// Work that can wait on a remote server (anything on an NFS mount) goes to
+/// the pool, so a dead server never stalls other calls. A local disk that
+/// hangs stalls every call here, as it would stall the calls on its
+/// volumes anyway; the liveness probe then restarts the plugin.
+pub async fn node_work<T: Send + 'static>(
+    local: bool,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if local {
+        work()
+    } else {
+        blocking(work).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

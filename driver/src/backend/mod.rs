@@ -94,6 +94,12 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// The node this backend's volumes are bound to, if any (topology).
     fn node(&self) -> Option<&NodeId>;
+    /// Whether node calls on this backend's volumes touch only this node's
+    /// own disks and kernel, never a remote server: they may then run on
+    /// the runtime's thread ([`crate::rpc::node_work`]).
+    fn node_work_is_local(&self) -> bool {
+        false
+    }
     /// Refuses StorageClass parameters this backend does not understand.
     fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()>;
     /// Whether a volume of this backend can serve `capability`.

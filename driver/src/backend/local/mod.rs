@@ -548,6 +548,10 @@ impl Backend for LocalBackend {
         Some(&self.node)
     }
 
+    fn node_work_is_local(&self) -> bool {
+        true
+    }
+
     fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
         check_parameters(parameters)
     }
