@@ -565,7 +565,13 @@ fn check_publications(published: &PublishedRecords, wanted: &Publication) -> Res
     let id = &wanted.volume_id;
     if let Some(there) = published.at(&wanted.target)? {
         if !is_live(&there)? {
-            published.forget(&there.volume_id, &there.target)?;
+            // Another volume's lock is not ours to take: its index keeps
+            // an entry that no longer matches, ignored when read.
+            if there.volume_id == *id {
+                published.forget(id, &there.target)?;
+            } else {
+                published.drop_at(&there.target)?;
+            }
         } else if there.volume_id != *id {
             return Err(Error::AlreadyExists(format!(
                 "{} already holds volume {}; volume {id} cannot be published there",

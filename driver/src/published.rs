@@ -6,10 +6,18 @@
 //! SINGLE_NODE_SINGLE_WRITER volume may be published once). So publish
 //! records each publication in the node plugin's own directory:
 //!
-//! - `volumes/<digest of volume id>/<digest of target>`: the publication
-//!   (JSON), one file per target, so a volume's publications are one small
-//!   directory read — never a walk of every publication on the node;
-//! - `targets/<digest of target>`: the volume id published there.
+//! - `targets/<digest of target>`: the publication at that target (JSON),
+//!   the truth about it;
+//! - `volumes/<digest of volume id>`: the targets the volume was published
+//!   at (a JSON list), so a volume's publications are one small file and a
+//!   lookup each, never a walk of every publication on the node. It is an
+//!   index, rewritten whole, only under the volume's own lock: it may still
+//!   name a target that a crash or another volume's publish left it behind
+//!   on, and every entry is checked against its target's record when read.
+//!
+//! One file per volume rather than a directory of them: a directory made
+//! and removed on every publish costs a mkdir and an rmdir, and rmdir is
+//! the dearest call of a lifecycle on a filesystem mounted with `discard`.
 //!
 //! Records are written whole (rename) before the mount is made and
 //! removed after the unmount, and never flushed: bind mounts do not
@@ -57,58 +65,97 @@ impl PublishedRecords {
         Ok(Self { dir })
     }
 
-    /// Which volume is published at each target.
+    /// The publication at each target.
     fn targets(&self) -> RecordDir {
         RecordDir::at(self.dir.join("targets"))
     }
 
-    /// The publications of one volume.
-    fn of(&self, volume_id: &str) -> RecordDir {
-        RecordDir::at(self.dir.join("volumes").join(name_of(volume_id)))
+    /// Each volume's list of targets.
+    fn volumes(&self) -> RecordDir {
+        RecordDir::at(self.dir.join("volumes"))
     }
 
-    /// Records a publication (replacing one at the same target).
+    /// The targets `volume_id` was recorded at, stale ones included.
+    fn index_of(&self, volume_id: &str) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .volumes()
+            .read(&name_of(volume_id))?
+            .and_then(|bytes| {
+                serde_json::from_slice(&bytes)
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "unreadable publication index ignored"),
+                    )
+                    .ok()
+            })
+            .unwrap_or_default())
+    }
+
+    fn write_index(&self, volume_id: &str, targets: &[PathBuf]) -> Result<()> {
+        let name = name_of(volume_id);
+        if targets.is_empty() {
+            return self.volumes().remove(&name);
+        }
+        let json = serde_json::to_vec(targets)
+            .map_err(|e| Error::Internal(format!("encode publication index: {e}")))?;
+        self.volumes().write(&name, &json)
+    }
+
+    /// Records a publication (replacing whatever was at its target). The
+    /// caller holds the volume's lock.
     pub fn record(&self, publication: &Publication) -> Result<()> {
         let json = serde_json::to_vec(publication)
             .map_err(|e| Error::Internal(format!("encode publication record: {e}")))?;
-        let name = name_of_path(&publication.target);
-        self.of(&publication.volume_id).write(&name, &json)?;
+        let mut index = self.index_of(&publication.volume_id)?;
+        if !index.contains(&publication.target) {
+            index.push(publication.target.clone());
+            self.write_index(&publication.volume_id, &index)?;
+        }
         self.targets()
-            .write(&name, publication.volume_id.as_bytes())
+            .write(&name_of_path(&publication.target), &json)
     }
 
     /// The publication recorded at `target`, if any.
     pub fn at(&self, target: &Path) -> Result<Option<Publication>> {
-        let name = name_of_path(target);
-        let Some(volume_id) = self.targets().read(&name)? else {
-            return Ok(None);
-        };
-        let volume_id = String::from_utf8_lossy(&volume_id).into_owned();
-        Ok(self.of(&volume_id).read(&name)?.and_then(|b| decode(&b)))
+        Ok(self
+            .targets()
+            .read(&name_of_path(target))?
+            .and_then(|b| decode(&b))
+            .filter(|p| p.target == target))
     }
 
-    /// Every publication recorded for the volume `volume_id`: one directory
-    /// of this volume's own records.
+    /// Every publication recorded for the volume `volume_id`: its index,
+    /// and one record per target in it that still names this volume.
     pub fn of_volume(&self, volume_id: &str) -> Result<Vec<Publication>> {
-        Ok(self
-            .of(volume_id)
-            .contents()?
-            .iter()
-            .filter_map(|b| decode(b))
-            .collect())
+        let mut found = Vec::new();
+        for target in self.index_of(volume_id)? {
+            if let Some(publication) = self.at(&target)?.filter(|p| p.volume_id == volume_id) {
+                found.push(publication);
+            }
+        }
+        Ok(found)
     }
 
     /// Forgets the publication of `volume_id` at `target`. The target's
-    /// entry goes only if it still names this volume.
+    /// record goes only if it still names this volume. The caller holds
+    /// the volume's lock.
     pub fn forget(&self, volume_id: &str, target: &Path) -> Result<()> {
-        let name = name_of_path(target);
-        if self.targets().read(&name)?.as_deref() == Some(volume_id.as_bytes()) {
-            self.targets().remove(&name)?;
+        if self.at(target)?.is_some_and(|p| p.volume_id == volume_id) {
+            self.targets().remove(&name_of_path(target))?;
         }
-        let publications = self.of(volume_id);
-        publications.remove(&name)?;
-        publications.remove_if_empty();
+        let mut index = self.index_of(volume_id)?;
+        let before = index.len();
+        index.retain(|t| t != target);
+        if index.len() != before {
+            self.write_index(volume_id, &index)?;
+        }
         Ok(())
+    }
+
+    /// Drops a stale record at `target`, whichever volume it names, without
+    /// taking that volume's lock: its index keeps the entry, which no
+    /// longer matches the target's record and is ignored when read.
+    pub fn drop_at(&self, target: &Path) -> Result<()> {
+        self.targets().remove(&name_of_path(target))
     }
 }
 
@@ -155,6 +202,27 @@ mod tests {
         assert_eq!(records.of_volume(id).unwrap(), vec![b.clone()]);
         records.forget(&b.volume_id, &b.target).unwrap();
         assert!(records.of_volume(id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_target_taken_by_another_volume_leaves_the_first_volumes_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = PublishedRecords::open(dir.path().join("published")).unwrap();
+        let a = publication("local:n:a", "/k/pods/x/mount");
+        let b = publication("local:n:b", "/k/pods/x/mount");
+        records.record(&a).unwrap();
+        // a's publication went stale (no mount) and b took the target.
+        records.drop_at(&a.target).unwrap();
+        records.record(&b).unwrap();
+        assert!(records.of_volume("local:n:a").unwrap().is_empty());
+        assert_eq!(records.of_volume("local:n:b").unwrap(), vec![b.clone()]);
+        // Forgetting a there neither removes b's record nor fails.
+        records.forget("local:n:a", &a.target).unwrap();
+        assert_eq!(records.at(&b.target).unwrap(), Some(b));
+        let index = std::fs::read_dir(dir.path().join("published/volumes"))
+            .unwrap()
+            .count();
+        assert_eq!(index, 1, "only b's list is left");
     }
 
     #[test]

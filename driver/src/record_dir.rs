@@ -42,12 +42,19 @@ impl RecordDir {
         &self.dir
     }
 
-    /// Writes record `name` whole.
+    /// Writes record `name` whole; the directory is made when missing
+    /// (only then: a mkdir on every write costs a syscall per record).
     pub fn write(&self, name: &str, contents: &[u8]) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
         let file = self.dir.join(name);
         let temp = file.with_extension(TEMP_EXTENSION);
-        std::fs::write(&temp, contents).map_err(Error::io("write", &temp))?;
+        match std::fs::write(&temp, contents) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
+                std::fs::write(&temp, contents)
+            }
+            written => written,
+        }
+        .map_err(Error::io("write", &temp))?;
         std::fs::rename(&temp, &file).map_err(Error::io("rename", &temp))
     }
 
@@ -93,12 +100,6 @@ impl RecordDir {
             }
         }
         Ok(found)
-    }
-
-    /// Removes the directory once it holds nothing; a record written to it
-    /// meanwhile keeps it, and that is fine.
-    pub fn remove_if_empty(&self) {
-        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
