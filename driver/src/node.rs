@@ -163,8 +163,11 @@ impl NodeService {
         let cap = check_capability(&*backend, req.volume_capability.as_ref())?.clone();
         let records = self.staged()?;
         let published = self.published()?;
+        // Attaching a loop device can wait on the kernel (udev, a busy
+        // device): block volumes stage on the pool.
+        let local_work = backend.node_work_is_local() && access_kind(&cap) != AccessKind::Block;
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        node_work(backend.node_work_is_local(), move || {
+        node_work(local_work, move || {
             let staging = kubelet.resolve(&staging, true)?;
             if let Some(there) = published.at(&staging)? {
                 if is_live(&there)? {
@@ -254,8 +257,9 @@ impl NodeService {
         let records = self.staged()?;
         let published = self.published()?;
         let mode = cap.access_mode.as_ref().map_or(0, |m| m.mode);
+        let local_work = backend.node_work_is_local() && !block;
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        node_work(backend.node_work_is_local(), move || {
+        node_work(local_work, move || {
             let staging = kubelet
                 .resolve(&staging, false)
                 .map_err(|e| not_staged(&id, e))?;

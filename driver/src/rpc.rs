@@ -148,9 +148,12 @@ pub async fn blocking<T: Send + 'static>(
 /// which measured more than the work (NodeGetVolumeStats p50 0.153 ms
 /// through the pool, 0.065 ms here; NodePublishVolume 0.518 ms, 0.269 ms).
 /// Work that can wait on a remote server (anything on an NFS mount) goes to
-/// the pool, so a dead server never stalls other calls. A local disk that
-/// hangs stalls every call here, as it would stall the calls on its
-/// volumes anyway; the liveness probe then restarts the plugin.
+/// the pool, so a dead server never stalls other calls, and so does work
+/// that can wait on the kernel for long (attaching a block volume's loop
+/// device; detaching one retries for up to a second on EBUSY, older
+/// kernels only). A local disk that hangs stalls every call here, as it
+/// would stall the calls on its volumes anyway; the liveness probe then
+/// restarts the plugin.
 pub async fn node_work<T: Send + 'static>(
     local: bool,
     work: impl FnOnce() -> Result<T> + Send + 'static,
