@@ -459,20 +459,8 @@ pub fn attached() -> io::Result<Vec<Attached>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_harness::{require, require_loop_devices};
     use std::io::{Read, Seek, SeekFrom, Write};
-
-    /// Skips a test without root or loop devices, loudly; under CI=true it must run.
-    macro_rules! require_loop {
-        () => {
-            if !rustix::process::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
-                if std::env::var_os("CI").is_some() {
-                    panic!("CI=true: this test needs root and /dev/loop-control");
-                }
-                eprintln!("SKIPPED: needs root and loop devices");
-                return;
-            }
-        };
-    }
 
     /// Detaches the device when the test ends, failed or not.
     struct Guard(Option<LoopDevice>);
@@ -539,7 +527,7 @@ mod tests {
 
     #[test]
     fn attach_status_write_read_detach() {
-        require_loop!();
+        require!(require_loop_devices());
         let dir = tempfile::tempdir().unwrap();
         let file = sparse_file(dir.path(), "vol", 4 << 20);
         let guard = Guard(Some(
@@ -597,7 +585,7 @@ mod tests {
 
     #[test]
     fn direct_io_falls_back_where_the_filesystem_cannot() {
-        require_loop!();
+        require!(require_loop_devices());
         // ramfs has no O_DIRECT: LOOP_CONFIGURE with direct I/O is EINVAL there.
         let dir = tempfile::tempdir().unwrap();
         rustix::mount::mount(
@@ -627,7 +615,7 @@ mod tests {
 
     #[test]
     fn read_only_devices_refuse_writes() {
-        require_loop!();
+        require!(require_loop_devices());
         let dir = tempfile::tempdir().unwrap();
         let file = sparse_file(dir.path(), "ro", 1 << 20);
         let guard = Guard(Some(
@@ -660,7 +648,7 @@ mod tests {
 
     #[test]
     fn set_capacity_follows_the_file() {
-        require_loop!();
+        require!(require_loop_devices());
         let dir = tempfile::tempdir().unwrap();
         let file = sparse_file(dir.path(), "grow", 1 << 20);
         let guard = Guard(Some(
@@ -680,7 +668,7 @@ mod tests {
 
     #[test]
     fn detach_while_open_completes_at_last_close() {
-        require_loop!();
+        require!(require_loop_devices());
         let dir = tempfile::tempdir().unwrap();
         let file = sparse_file(dir.path(), "busy", 1 << 20);
         let device = LoopDevice::attach(&file, AttachOptions::default()).unwrap();
@@ -697,7 +685,7 @@ mod tests {
 
     #[test]
     fn concurrent_attaches_get_distinct_devices() {
-        require_loop!();
+        require!(require_loop_devices());
         let dir = tempfile::tempdir().unwrap();
         let files: Vec<PathBuf> = (0..6)
             .map(|i| sparse_file(dir.path(), &format!("f{i}"), 1 << 20))
@@ -724,7 +712,7 @@ mod tests {
 
     #[test]
     fn open_node_tells_loop_devices_from_other_files() {
-        require_loop!();
+        require!(require_loop_devices());
         let dir = tempfile::tempdir().unwrap();
         let plain = sparse_file(dir.path(), "plain", 4096);
         assert!(LoopDevice::open_node(&plain).unwrap().is_none());

@@ -12,6 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cairn_harness::{require, require_root};
 use cairn_proto::v1::volume_capability::access_mode::Mode;
 use cairn_proto::v1::*;
 use common::*;
@@ -130,7 +131,7 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::test]
 async fn block_volume_two_pods_read_only_and_no_leaks() {
-    require_root!();
+    require!(require_root());
     let global_before = loops_attached();
     let driver = TestDriver::start();
     let mounts_before = mounts_below(driver.dir.path());
@@ -326,7 +327,7 @@ async fn block_volume_two_pods_read_only_and_no_leaks() {
 
 #[tokio::test]
 async fn many_cycles_leave_no_loop_devices_or_mounts() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -460,7 +461,7 @@ async fn mount_and_block_do_not_mix() {
 
 #[tokio::test]
 async fn publishing_a_block_volume_as_mount_is_refused() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -495,7 +496,7 @@ async fn publishing_a_block_volume_as_mount_is_refused() {
 
 #[tokio::test]
 async fn hostile_paths_are_refused_without_touching_anything() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -600,7 +601,7 @@ async fn hostile_paths_are_refused_without_touching_anything() {
 
 #[tokio::test]
 async fn kill9_while_staged_and_half_way_then_restart_leaks_nothing() {
-    require_root!();
+    require!(require_root());
     let mut driver = TestDriver::start();
     let (kept, deleted, unrecorded, orphaned) =
         ("pvc-kept", "pvc-deleted", "pvc-unrec", "pvc-orph");
@@ -734,7 +735,7 @@ async fn kill9_while_staged_and_half_way_then_restart_leaks_nothing() {
 
 #[tokio::test]
 async fn kill9_right_after_stage_then_retry_reuses_the_device() {
-    require_root!();
+    require!(require_root());
     let mut driver = TestDriver::start();
     let id = {
         let mut c = driver.controller().await;
@@ -785,7 +786,7 @@ fn device_size(path: &Path) -> u64 {
 
 #[tokio::test]
 async fn a_published_block_volume_grows_online() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -888,7 +889,7 @@ async fn with_device<T>(
 
 #[tokio::test]
 async fn block_volumes_snapshot_restore_and_clone_through_their_devices() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
     let source = create(&mut c, block_create_request("pvc-block-src", SIZE)).await;

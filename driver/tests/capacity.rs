@@ -5,7 +5,7 @@
 
 mod common;
 
-use cairn_harness::{require, require_nfs_lab, Ganesha};
+use cairn_harness::{require, require_nfs_lab, require_root, Ganesha};
 use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume};
 use cairn_proto::v1::*;
 use common::*;
@@ -248,7 +248,7 @@ async fn local_volumes_expand_and_never_shrink() {
 
 #[tokio::test]
 async fn node_expand_answers_for_a_published_volume() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
     let mut n = driver.node().await;
@@ -355,7 +355,7 @@ async fn node_expand_answers_for_a_published_volume() {
 
 #[tokio::test]
 async fn without_overcommit_the_node_promises_no_more_than_it_holds() {
-    require_root!();
+    require!(require_root());
     let mut driver = TestDriver::start_with(&["--overcommit=false"]);
     // The local root becomes a 64 MiB filesystem of its own.
     driver.stop();

@@ -4,6 +4,7 @@
 
 mod common;
 
+use cairn_harness::{require, require_root};
 use common::*;
 
 async fn conformance(endpoint: &str, controller: Option<String>, driver: &TestDriver) {
@@ -34,7 +35,7 @@ async fn conformance(endpoint: &str, controller: Option<String>, driver: &TestDr
 
 #[tokio::test]
 async fn conformance_suite_passes_against_cairn() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let endpoint = format!("unix://{}", driver.socket.display());
     conformance(&endpoint, None, &driver).await;
@@ -42,7 +43,7 @@ async fn conformance_suite_passes_against_cairn() {
 
 #[tokio::test]
 async fn conformance_suite_passes_with_split_controller_and_node() {
-    require_root!();
+    require!(require_root());
     let node = TestDriver::start_with(&["--mode", "node"]);
     // The controller shares the node's local root, as in a node deployment.
     let controller = TestDriver::start_with(&[

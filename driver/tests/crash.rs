@@ -2,12 +2,13 @@
 
 mod common;
 
+use cairn_harness::{require, require_root};
 use cairn_proto::v1::*;
 use common::*;
 
 #[tokio::test]
 async fn kill9_mid_lifecycle_then_restart_and_retry_converges() {
-    require_root!();
+    require!(require_root());
     let mut driver = TestDriver::start();
     let name = "pvc-crash";
     let id = {
@@ -196,7 +197,7 @@ async fn worker(
 
 #[tokio::test]
 async fn kill9_at_random_moments_under_concurrent_lifecycles_loses_and_leaks_nothing() {
-    require_root!();
+    require!(require_root());
     let mut driver = TestDriver::start();
     let loops_before = loops_below(driver.dir.path()).len();
     let mut acknowledged: Vec<String> = Vec::new();

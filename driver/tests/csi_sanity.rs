@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_harness::csi_sanity::{self, Report};
+use cairn_harness::{require, require_root};
 use common::*;
 
 /// Split, csi-sanity reads the plugin's capabilities from the node
@@ -31,17 +32,6 @@ fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the driver crate sits in the workspace")
-}
-
-/// csi-sanity's path, or `None` after reporting the skip (a failure in CI).
-fn find_sanity() -> Option<std::path::PathBuf> {
-    match csi_sanity::require(workspace()) {
-        Ok(path) => Some(path),
-        Err(reason) => {
-            cairn_harness::skip::skip(&reason);
-            None
-        }
-    }
 }
 
 /// Runs csi-sanity against `node` (and `controller`, when split) and
@@ -123,8 +113,8 @@ fn check(report: &Report, node: &TestDriver, extra_skips: &[&str]) {
 
 #[test]
 fn csi_sanity_passes_against_the_local_backend() {
-    require_root!();
-    let Some(sanity) = find_sanity() else { return };
+    require!(require_root());
+    let sanity = require!(csi_sanity::require(workspace()));
     let driver = TestDriver::start();
     let report = run(&sanity, &driver, None);
     csi_sanity::record_summary("csi-sanity local backend, one process", &report);
@@ -133,8 +123,8 @@ fn csi_sanity_passes_against_the_local_backend() {
 
 #[test]
 fn csi_sanity_passes_with_split_controller_and_node() {
-    require_root!();
-    let Some(sanity) = find_sanity() else { return };
+    require!(require_root());
+    let sanity = require!(csi_sanity::require(workspace()));
     let node = TestDriver::start_with(&["--mode", "node"]);
     let controller = TestDriver::start_with(&[
         "--mode",

@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
+use cairn_harness::{require, require_root};
 use cairn_proto::v1::*;
 use common::*;
 use sha2::{Digest, Sha256};
@@ -57,7 +58,7 @@ fn volumes_on_disk(driver: &TestDriver) -> usize {
 
 #[tokio::test]
 async fn inline_volume_lives_exactly_as_long_as_its_pod() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut node = driver.node().await;
     let mut controller = driver.controller().await;
@@ -116,7 +117,7 @@ async fn inline_volume_lives_exactly_as_long_as_its_pod() {
 
 #[tokio::test]
 async fn unpublish_retry_after_a_crash_between_unmount_and_delete_still_deletes() {
-    require_root!();
+    require!(require_root());
     let mut driver = TestDriver::start();
     let mut node = driver.node().await;
     let handle = kubelet_handle("9f1e0d2c-3b4a-4c5d-8e6f-7a8b9c0d1e2f", "tmp");
@@ -139,7 +140,7 @@ async fn unpublish_retry_after_a_crash_between_unmount_and_delete_still_deletes(
 
 #[tokio::test]
 async fn bad_inline_requests_are_refused_and_touch_nothing() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut node = driver.node().await;
     let target = driver.target_path("pod-bad", "v");

@@ -145,6 +145,8 @@ const NFS_EXTRA_SKIPS: &[&str] = &[
 #[test]
 fn nfs_volumes_mount_in_a_real_kernel_and_survive_a_dead_server() {
     require!(require_guest());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let csi_sanity = require!(cairn_harness::csi_sanity::require(workspace));
     let csi = env!("CARGO_BIN_EXE_cairn-csi");
     let sanity = Path::new(csi).with_file_name("cairn-sanity");
     assert!(
@@ -157,14 +159,6 @@ fn nfs_volumes_mount_in_a_real_kernel_and_survive_a_dead_server() {
         .prefix("cairn-nfs-node-")
         .tempdir()
         .unwrap();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let csi_sanity = match cairn_harness::csi_sanity::require(workspace) {
-        Ok(path) => path,
-        Err(reason) => {
-            cairn_harness::skip::skip(&reason);
-            return;
-        }
-    };
     let script = format!(
         "CSI={csi}\nSANITY={}\nCSI_SANITY={}\n{SCRIPT}",
         sanity.display(),

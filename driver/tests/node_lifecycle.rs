@@ -3,6 +3,7 @@
 
 mod common;
 
+use cairn_harness::{require, require_root};
 use cairn_proto::v1::volume_capability::access_mode::Mode;
 use cairn_proto::v1::*;
 use common::*;
@@ -10,7 +11,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn provision_stage_publish_write_readonly_unpublish_unstage_delete() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -110,7 +111,7 @@ fn rustix_is_mount(path: &std::path::Path) -> bool {
 
 #[tokio::test]
 async fn every_node_call_is_idempotent() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -150,7 +151,7 @@ async fn every_node_call_is_idempotent() {
 
 #[tokio::test]
 async fn publish_refuses_conflicts_and_unstaged_volumes() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -229,7 +230,7 @@ async fn publish_refuses_conflicts_and_unstaged_volumes() {
 
 #[tokio::test]
 async fn paths_outside_the_kubelet_dir_or_through_symlinks_are_refused() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;
@@ -294,7 +295,7 @@ async fn paths_outside_the_kubelet_dir_or_through_symlinks_are_refused() {
 
 #[tokio::test]
 async fn stats_report_not_found_and_abnormal_volumes() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut controller = driver.controller().await;
     let mut node = driver.node().await;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use cairn_harness::{require, require_root};
 use cairn_proto::v1::volume_capability::access_mode::Mode;
 use cairn_proto::v1::*;
 use common::*;
@@ -41,7 +42,7 @@ fn publish_with(
 
 #[tokio::test]
 async fn a_single_writer_volume_is_published_at_one_target_only() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut n = driver.node().await;
     let (id, staging) = staged_volume(&driver, "pvc-snsw", Mode::SingleNodeSingleWriter).await;
@@ -80,7 +81,7 @@ async fn a_single_writer_volume_is_published_at_one_target_only() {
 
 #[tokio::test]
 async fn a_publish_that_differs_from_the_one_at_its_target_is_already_exists() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut n = driver.node().await;
     let (id, staging) = staged_volume(&driver, "pvc-differ", Mode::SingleNodeWriter).await;
@@ -133,7 +134,7 @@ async fn a_publish_that_differs_from_the_one_at_its_target_is_already_exists() {
 
 #[tokio::test]
 async fn node_calls_touch_only_their_own_volume() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut n = driver.node().await;
     let snw = Mode::SingleNodeWriter;
@@ -197,7 +198,7 @@ async fn node_calls_touch_only_their_own_volume() {
 
 #[tokio::test]
 async fn delete_volume_refuses_a_volume_in_use_and_keeps_its_data() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
     let mut n = driver.node().await;

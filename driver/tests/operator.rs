@@ -6,6 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::Output;
 
+use cairn_harness::{require, require_root};
 use common::*;
 use serde_json::Value;
 
@@ -37,7 +38,7 @@ fn ok_json(out: Output) -> Value {
 
 #[tokio::test]
 async fn client_subcommands_drive_a_whole_lifecycle() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let info = ok_text(client(&driver, &["info"]));
     assert!(
@@ -155,7 +156,7 @@ fn metric(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_rpcs_volumes_and_mounts_after_a_lifecycle() {
-    require_root!();
+    require!(require_root());
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let driver = TestDriver::start_with(&["--health-address", &address]);

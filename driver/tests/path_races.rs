@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use cairn_harness::{require, require_root};
 use common::*;
 use rustix::fs::{RenameFlags, CWD};
 
@@ -54,7 +55,7 @@ fn swapper(dir: PathBuf, link: PathBuf, stop: Arc<AtomicBool>) -> std::thread::J
 
 #[tokio::test]
 async fn swapping_a_target_parent_for_a_symlink_never_mounts_outside() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let outside = tempfile::tempdir().unwrap();
     let mut c = driver.controller().await;
@@ -128,7 +129,7 @@ async fn swapping_a_target_parent_for_a_symlink_never_mounts_outside() {
 
 #[tokio::test]
 async fn swapping_a_staging_parent_for_a_symlink_never_publishes_an_outside_directory() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let outside = tempfile::tempdir().unwrap();
     let mut c = driver.controller().await;

@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use cairn_harness::{require, require_root};
 use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
@@ -15,7 +16,7 @@ const EXPECTED: &[Code] = &[Code::NotFound, Code::FailedPrecondition];
 
 #[tokio::test]
 async fn calls_racing_a_delete_never_answer_internal() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut note = |what: &str, result: Result<(), tonic::Status>| {

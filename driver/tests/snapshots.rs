@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use cairn_harness::{require, require_loop_xfs, require_root};
 use cairn_proto::v1::controller_client::ControllerClient;
 use cairn_proto::v1::*;
 use common::*;
@@ -463,7 +464,7 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
 
 #[tokio::test]
 async fn snapshot_restore_clone_on_a_plain_directory() {
-    require_root!();
+    require!(require_root());
     let mut driver = TestDriver::start();
     let root = driver.root.clone();
     snapshot_restore_clone(&mut driver, &root).await;
@@ -471,7 +472,7 @@ async fn snapshot_restore_clone_on_a_plain_directory() {
 
 #[tokio::test]
 async fn snapshot_restore_clone_on_reflink_xfs() {
-    cairn_harness::require!(cairn_harness::require_loop_xfs());
+    require!(require_loop_xfs());
     let fs = cairn_harness::LoopFs::xfs_reflink(512).unwrap();
     let root = fs.path().to_path_buf();
     let mut driver = TestDriver::start_with(&["--local-root", root.to_str().unwrap()]);
@@ -504,7 +505,7 @@ fn ok_json(out: Output) -> serde_json::Value {
 
 #[tokio::test]
 async fn client_snapshot_commands() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let volume = ok_json(client(
         &driver,
@@ -621,7 +622,7 @@ fn assert_same_file(a: &Path, b: &Path) {
 
 #[tokio::test]
 async fn kill9_during_a_full_copy_then_restart_and_retry() {
-    require_root!();
+    require!(require_root());
     let fs = Tmpfs::new();
     let root = fs.0.path().to_path_buf();
     let mut driver = TestDriver::start_with(&["--local-root", root.to_str().unwrap()]);
@@ -750,7 +751,7 @@ fn write_data(path: &Path, bytes: u64) {
 
 #[tokio::test]
 async fn figure_snapshot_of_a_1gib_volume_on_reflink_xfs_takes_milliseconds() {
-    cairn_harness::require!(cairn_harness::require_loop_xfs());
+    require!(require_loop_xfs());
     // Reflink: 1 GiB written into a 1.5 GiB image, snapshotted and restored.
     {
         let fs = cairn_harness::LoopFs::xfs_reflink(1536).unwrap();

@@ -6,6 +6,7 @@
 
 mod common;
 
+use cairn_harness::{require, require_root};
 use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
@@ -77,7 +78,7 @@ async fn lifecycle(driver: &TestDriver, i: usize) {
 
 #[tokio::test]
 async fn a_soak_of_lifecycles_grows_nothing() {
-    require_root!();
+    require!(require_root());
     let total: usize = std::env::var("CAIRN_SOAK_LIFECYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -112,7 +113,7 @@ async fn a_soak_of_lifecycles_grows_nothing() {
 
 #[tokio::test]
 async fn clients_racing_conflicting_calls_on_one_block_volume_leak_nothing() {
-    require_root!();
+    require!(require_root());
     let driver = TestDriver::start();
     let loops_before = loops_below(driver.dir.path()).len();
     let mut c = driver.controller().await;

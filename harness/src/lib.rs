@@ -11,8 +11,9 @@
 //! - [`LoopFs`]: a filesystem (XFS with reflink) on a loop device in a temporary directory.
 //!
 //! Everything these types start is stopped by pid and cleaned up on drop, also when a test panics.
-//! [`skip`] decides whether a test may run here: missing packages skip loudly on a laptop and fail
-//! when `CI` is set.
+//! [`skip`] decides whether a test may run here, for the whole workspace: a missing piece (root,
+//! loop devices, packages, a cluster, a tool) skips loudly on a laptop and fails when `CI` is set
+//! to anything but empty, `0` or `false` ([`skip::ci`]).
 
 pub mod csi_sanity;
 pub mod error;
@@ -29,4 +30,6 @@ pub use ganesha::{Ganesha, NetnsGanesha};
 pub use guest::{Guest, GuestOptions, GuestOutput};
 pub use loopfs::{require_loop_xfs, LoopFs};
 pub use netns::Netns;
-pub use skip::{require_guest, require_nfs_lab};
+pub use skip::{
+    require_guest, require_loop_devices, require_nfs_lab, require_program, require_root,
+};

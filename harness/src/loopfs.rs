@@ -12,21 +12,14 @@ use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use crate::error::{io_err, Result};
 use crate::process::run;
-use crate::skip::find_program;
+use crate::skip::{find_program, require_loop_devices, require_program};
 
-/// `Ok` if an XFS with reflink can be made on a loop device here: root, `mkfs.xfs`, `losetup`
-/// and `/dev/loop-control`; otherwise the reason.
+/// `Ok` if an XFS with reflink can be made on a loop device here: root, `/dev/loop-control`,
+/// `mkfs.xfs` and `losetup`; otherwise the reason.
 pub fn require_loop_xfs() -> std::result::Result<(), String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("not root (loop devices and mounts need it)".into());
-    }
+    require_loop_devices()?;
     for program in ["mkfs.xfs", "losetup"] {
-        if find_program(program).is_none() {
-            return Err(format!("missing program: {program}"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Err("no /dev/loop-control: the kernel has no loop device support".into());
+        require_program(program)?;
     }
     Ok(())
 }

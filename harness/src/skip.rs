@@ -1,8 +1,12 @@
-//! Whether the NFS tests can run here. On a laptop without the packages they skip, loudly; in CI
-//! (`CI` set) a missing piece is a failure, so a broken install can't turn the suite green by
-//! skipping everything.
+//! Whether a test can run here: the one skip rule of the whole workspace.
+//!
+//! A test that needs root, loop devices, the NFS lab, the QEMU guest, a Kubernetes cluster, a
+//! reference file or a tool binary checks with [`require!`](crate::require). On a laptop without
+//! the piece it skips, loudly; in CI ([`ci`]) a missing piece is a failure, so a broken install
+//! can't turn the suite green by skipping everything.
 
 use std::env;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,12 +33,42 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn require_root() -> Result<(), String> {
+/// Whether this run is CI: `CI` is set to anything but the empty string, `0` or `false` (in any
+/// case). The only definition of CI in the workspace's tests: every skip goes through [`skip`].
+pub fn ci() -> bool {
+    ci_from(env::var_os("CI").as_deref())
+}
+
+fn ci_from(value: Option<&OsStr>) -> bool {
+    let Some(value) = value else {
+        return false;
+    };
+    let value = value.to_string_lossy();
+    !(value.is_empty() || value == "0" || value.eq_ignore_ascii_case("false"))
+}
+
+/// `Ok` if we are root (mounts, loop devices, quotas, servers and network namespaces need it).
+pub fn require_root() -> Result<(), String> {
     if rustix::process::geteuid().is_root() {
         Ok(())
     } else {
-        Err("not root (servers, network namespaces and 9p shares need it)".into())
+        Err("not root (mounts, loop devices, servers and network namespaces need it)".into())
     }
+}
+
+/// `Ok` if loop devices can be attached here: root and `/dev/loop-control`.
+pub fn require_loop_devices() -> Result<(), String> {
+    require_root()?;
+    if Path::new("/dev/loop-control").exists() {
+        Ok(())
+    } else {
+        Err("no /dev/loop-control: the kernel has no loop device support".into())
+    }
+}
+
+/// The path of program `name` (see [`find_program`]), or why it is missing.
+pub fn require_program(name: &str) -> Result<PathBuf, String> {
+    find_program(name).ok_or_else(|| format!("missing program: {name}"))
 }
 
 fn require_programs(names: &[&str]) -> Result<(), String> {
@@ -81,14 +115,14 @@ pub fn require_guest() -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Reports a test that can't run here: a panic when `CI` is set, a loud message otherwise.
+/// Reports a test that can't run here: a panic under CI ([`ci`]), a loud message otherwise.
 /// The test's name comes from its thread (libtest names each test's thread after it).
 /// Use through [`require!`](crate::require).
 pub fn skip(reason: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("test");
-    let hint = "as root, run harness/install-deps.sh";
-    if env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+    let hint = "what tests need: README.md, \"Run all the tests\"; as root, harness/install-deps.sh";
+    if ci() {
         panic!("{test}: cannot run: {reason}; CI is set, so this is a failure ({hint})");
     }
     // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a skip
@@ -100,13 +134,51 @@ pub fn skip(reason: &str) {
 }
 
 /// `require!(check)` returns early from a test (after reporting via [`skip`]) if `check` — a
-/// `Result<(), String>` such as [`require_nfs_lab()`] — is an error.
+/// `Result` such as [`require_nfs_lab()`] whose error says what is missing — is an error, and
+/// otherwise evaluates to the `Ok` value (`let path = require!(require_program("losetup"));`).
 #[macro_export]
 macro_rules! require {
     ($check:expr) => {
-        if let Err(reason) = $check {
-            $crate::skip::skip(&reason);
-            return;
+        match $check {
+            ::core::result::Result::Ok(value) => value,
+            ::core::result::Result::Err(reason) => {
+                $crate::skip::skip(&::std::string::ToString::to_string(&reason));
+                return;
+            }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_is_any_value_but_empty_zero_or_false() {
+        for (value, expected) in [
+            (None, false),
+            (Some(""), false),
+            (Some("0"), false),
+            (Some("false"), false),
+            (Some("FALSE"), false),
+            (Some("False"), false),
+            (Some("true"), true),
+            (Some("1"), true),
+            (Some("yes"), true),
+            (Some("woodpecker"), true),
+        ] {
+            assert_eq!(ci_from(value.map(OsStr::new)), expected, "CI={value:?}");
+        }
+    }
+
+    #[test]
+    fn require_evaluates_to_the_ok_value() {
+        fn run(check: Result<u32, String>, out: &mut Option<u32>) {
+            let value = crate::require!(check);
+            *out = Some(value);
+        }
+        let mut out = None;
+        run(Ok(7), &mut out);
+        assert_eq!(out, Some(7));
+    }
 }

@@ -3,20 +3,9 @@ use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::*;
+use cairn_harness::{require, require_loop_xfs, require_root};
 
-/// Skips a test that needs root, loudly; under CI=true it must run.
-macro_rules! require_root {
-    () => {
-        if !rustix::process::geteuid().is_root() {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI=true: this test needs root");
-            }
-            eprintln!("SKIPPED: needs root");
-            return;
-        }
-    };
-}
+use super::*;
 
 fn no_cancel() -> AtomicBool {
     AtomicBool::new(false)
@@ -287,7 +276,7 @@ fn trees_deeper_than_the_limit_are_refused() {
 
 #[test]
 fn device_nodes_are_skipped_and_counted() {
-    require_root!();
+    require!(require_root());
     let base = tempfile::tempdir().unwrap();
     let src = base.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -331,7 +320,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn tmpfs_gets_a_full_copy() {
-    require_root!();
+    require!(require_root());
     let fs = Tmpfs::new();
     let stats = copy_tree_and_compare(fs.0.path());
     assert_eq!(stats.reflinked, 0, "tmpfs cannot share blocks");
@@ -340,10 +329,7 @@ fn tmpfs_gets_a_full_copy() {
 
 #[test]
 fn reflink_xfs_shares_blocks() {
-    if let Err(why) = cairn_harness::require_loop_xfs() {
-        cairn_harness::skip::skip(&why);
-        return;
-    }
+    require!(require_loop_xfs());
     let fs = cairn_harness::LoopFs::xfs_reflink(512).unwrap();
     // The tree (times, modes, holes) survives on XFS too.
     let base = fs.path().join("tree");

@@ -22,20 +22,6 @@ use tonic::transport::Channel;
 pub const DRIVER_NAME: &str = "cairn.csi.io";
 pub const NODE: &str = "node-a";
 
-/// Skips a test that needs root, loudly; under CI=true it must run.
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if !rustix::process::geteuid().is_root() {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI=true: this test needs root");
-            }
-            eprintln!("SKIPPED: needs root (mounts)");
-            return;
-        }
-    };
-}
-
 pub struct TestDriver {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
