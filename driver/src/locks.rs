@@ -57,24 +57,30 @@ impl Drop for KeyGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt as _;
     use std::time::Duration;
 
     #[tokio::test]
     async fn same_key_waits_other_keys_do_not() {
-        let locks = Arc::new(KeyedLocks::default());
+        let locks = KeyedLocks::default();
         let a = locks.lock("a").await;
-        let _b = locks.lock("b").await;
-        let l2 = locks.clone();
-        let waiter = tokio::spawn(async move {
-            let _again = l2.lock("a").await;
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "second lock on 'a' did not wait");
+        // One poll each, no timing: a free key is taken at once, a held one
+        // is not. The pinned future stays queued for "a".
+        let _b = locks
+            .lock("b")
+            .now_or_never()
+            .expect("a lock on another key waited");
+        let mut again = Box::pin(locks.lock("a"));
+        assert!(
+            (&mut again).now_or_never().is_none(),
+            "second lock on 'a' did not wait"
+        );
         drop(a);
-        tokio::time::timeout(Duration::from_secs(1), waiter)
+        // Released: the queued lock gets it (the bound only turns a lost
+        // wakeup into a failure instead of a hang).
+        tokio::time::timeout(Duration::from_secs(60), again)
             .await
-            .unwrap()
-            .unwrap();
+            .expect("the waiting lock on 'a' was never granted");
     }
 
     #[tokio::test]

@@ -275,12 +275,11 @@ async fn a_snapshot_retried_after_a_deadline_is_whole() {
         "the snapshot's copy differs from its source"
     );
     assert!(!export.join(".cairn-snapshots/.snap-big.partial").exists());
-    // The first call's log line reports its real end, not the caller's give-up.
+    // The first call's log line reports its real end, not the caller's
+    // give-up; it is written as that call's detached work ends, so it is
+    // waited for rather than assumed to precede the retry's answer.
+    let lines = driver.log_lines_with("CreateSnapshot", 2);
     let log = driver.log_text();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CreateSnapshot"))
-        .collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(lines.iter().all(|l| l.contains("OK")), "{log}");
 }

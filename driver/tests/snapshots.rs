@@ -103,6 +103,21 @@ fn entries(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The one scratch directory under `<root>/tmp/` of a copy that has begun:
+/// waited for (the copy creates it on a thread of its own, after the call
+/// that started it may already have answered), then returned by name.
+fn running_copy(root: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = entries(&root.join("tmp"));
+        match found.as_slice() {
+            [one] => return one.clone(),
+            [] if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => panic!("expected one copy running in tmp/, found {found:?}"),
+        }
+    }
+}
+
 /// A volume's content as a pod leaves it: nested directories, odd modes
 /// and owners, symlinks pointing outside the volume (to a file and to a
 /// directory holding a secret), a file with holes, a fifo.
@@ -641,13 +656,14 @@ async fn kill9_during_a_full_copy_then_restart_and_retry() {
         !first.ready_to_use,
         "the copy finished within the grace: make the volume heavier"
     );
-    // A repeat joins the running copy: still one scratch directory.
+    // A repeat joins the running copy: still the same one scratch directory.
+    let scratch = running_copy(&root);
     let second = try_snapshot(&mut c, "snap-heavy", &v.volume_id)
         .await
         .unwrap();
     assert!(!second.ready_to_use);
     assert_eq!(second.creation_time, first.creation_time);
-    assert_eq!(entries(&root.join("tmp")).len(), 1);
+    assert_eq!(entries(&root.join("tmp")), vec![scratch]);
     // Listed (not ready) while it is made; never as ready.
     let listed = c
         .list_snapshots(ListSnapshotsRequest::default())
@@ -713,15 +729,24 @@ async fn kill9_during_a_full_copy_then_restart_and_retry() {
         c.create_volume(req).await.is_err(),
         "the restore was too fast"
     );
-    assert_eq!(entries(&root.join("tmp")).len(), 1, "restore running");
+    let scratch = running_copy(&root);
     let mut req = tonic::Request::new(from("restored", 0, snap_source(&done.snapshot_id)));
     req.set_timeout(Duration::from_millis(300));
     assert!(c.create_volume(req).await.is_err());
-    assert_eq!(entries(&root.join("tmp")).len(), 1, "joined, not restarted");
+    assert_eq!(
+        entries(&root.join("tmp")),
+        vec![scratch.clone()],
+        "joined, not restarted"
+    );
     delete_volume(&mut c, "local:node-a:restored").await;
+    // The restore builds the volume in its scratch directory and renames it
+    // into volumes/ in one step, so once that scratch is gone the copy has
+    // ended, and it ended without a volume: nothing can appear later.
     assert_no_scratch(&root);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!root.join("volumes/restored").exists());
+    assert!(
+        !root.join("volumes/restored").exists(),
+        "the restore outlived DeleteVolume and renamed its volume in"
+    );
     // Then a patient caller gets the whole volume.
     let restored = create(&mut c, from("restored", 0, snap_source(&done.snapshot_id))).await;
     let restored_data = data_of(&root, &restored.volume_id);

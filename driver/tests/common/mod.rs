@@ -183,6 +183,26 @@ impl TestDriver {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log's lines holding `needle`, once there are at least `count` of
+    /// them, or whatever there is at a deadline generous for a busy machine.
+    /// A call's line is written when its work ends, which a caller that gave
+    /// up, or a later call, does not wait for.
+    pub fn log_lines_with(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let lines: Vec<String> = self
+                .log_text()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= count || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub async fn channel(&self) -> Channel {
         cairn_proto::endpoint::connect_path(&self.socket)
             .await

@@ -185,7 +185,8 @@ fn replay(e: &Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use futures_util::FutureExt as _;
+    use std::time::{Duration, Instant};
 
     fn key(k: &str) -> VolumeKey {
         VolumeKey::parse(k).unwrap()
@@ -202,10 +203,11 @@ mod tests {
         assert!(jobs.get(&key("a")).is_some());
         let again = jobs.get(&key("a")).unwrap();
         assert_eq!(again.plan, "plan");
+        // The copy is held at `go`, so it has no outcome: a waiter polled
+        // now must not answer (one poll reads the outcome; no timing).
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), again.wait())
-                .await
-                .is_err()
+            again.wait().now_or_never().is_none(),
+            "a waiter answered before the copy ended"
         );
         go_tx.send(()).unwrap();
         assert_eq!(job.wait().await.unwrap(), 7);
@@ -215,31 +217,50 @@ mod tests {
 
     #[tokio::test]
     async fn copies_beyond_the_slots_wait_their_turn() {
-        let jobs: Jobs<(), u32> = Jobs::new(Arc::new(Semaphore::new(1)));
+        let jobs: Jobs<(), bool> = Jobs::new(Arc::new(Semaphore::new(1)));
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        // Set by the first copy as its last act, before it gives its slot back.
+        let first_ended = Arc::new(AtomicBool::new(false));
+        let ended = first_ended.clone();
         let first = jobs.start(key("a"), (), move |_| {
             go_rx.recv().unwrap();
-            Ok(1)
+            ended.store(true, Ordering::SeqCst);
+            Ok(true)
         });
-        let started = Arc::new(AtomicBool::new(false));
-        let flag = started.clone();
-        let second = jobs.start(key("b"), (), move |_| {
-            flag.store(true, Ordering::SeqCst);
-            Ok(2)
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!started.load(Ordering::SeqCst), "ran without a slot");
+        // The second copy reports whether the first had ended when it began:
+        // with one slot it cannot begin before, however the threads run.
+        let ended = first_ended.clone();
+        let second = jobs.start(key("b"), (), move |_| Ok(ended.load(Ordering::SeqCst)));
+        // Let both spawned tasks run up to their slot: a copy that did not
+        // wait for one is then queued on the blocking pool, which takes work
+        // in order, so one more piece of work through it lets that copy
+        // begin before the first can end. (Its beginning is what cannot be
+        // observed without a hook in `Jobs`; what it saw is, below.)
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
         assert!(jobs.get(&key("b")).is_some(), "a waiting copy is joinable");
         go_tx.send(()).unwrap();
-        assert_eq!(first.wait().await.unwrap(), 1);
-        assert_eq!(second.wait().await.unwrap(), 2);
+        assert!(first.wait().await.unwrap());
+        assert!(
+            second.wait().await.unwrap(),
+            "the second copy ran while the first held the only slot"
+        );
     }
 
     #[tokio::test]
     async fn cancel_reaches_the_copy_and_errors_replay() {
         let jobs: Jobs<(), u32> = Jobs::new(Arc::new(Semaphore::new(1)));
         let job = jobs.start(key("b"), (), |job| {
+            // Polls the flag as the real copy does between files; the
+            // deadline turns a cancel that never arrives into a failure
+            // rather than a hung test.
+            let deadline = Instant::now() + Duration::from_secs(60);
             while !job.cancelled().load(Ordering::Relaxed) {
+                if Instant::now() >= deadline {
+                    return Err(Error::Internal("the cancel never reached the copy".into()));
+                }
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(Error::Io {
