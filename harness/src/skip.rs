@@ -121,7 +121,8 @@ pub fn require_guest() -> Result<(), String> {
 pub fn skip(reason: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("test");
-    let hint = "what tests need: README.md, \"Run all the tests\"; as root, harness/install-deps.sh";
+    let hint =
+        "what tests need: README.md, \"Run all the tests\"; as root, harness/install-deps.sh";
     if ci() {
         panic!("{test}: cannot run: {reason}; CI is set, so this is a failure ({hint})");
     }
