@@ -6,59 +6,18 @@
 //! Needs root (bind mounts), `cairn-csi` beside this test's `cairn-bench`
 //! (built by `cargo nextest run --workspace`; or `CAIRN_CSI`) and
 //! `hostpathplugin` in `../shared/tools` (or `HOSTPATHPLUGIN`). Without them
-//! it skips loudly, and fails when `CI` is set to anything but empty, `0` or
-//! `false`: the rule of `cairn_harness::require!`, repeated here until
-//! cairn-harness is a dev-dependency of this crate (`cairn_harness::skip::ci`
-//! is the definition; keep the two the same).
+//! it skips loudly, and fails when `CI` is set: `cairn_harness::require!`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Reports a test that cannot run here: a failure under CI, a loud note
-/// otherwise (written to the stderr handle: libtest captures `eprintln!`).
-fn skip(reason: &str) {
-    let hint = "as root, after building the workspace, with ../shared/tools/hostpathplugin";
-    let ci = std::env::var_os("CI").map(|v| v.to_string_lossy().into_owned());
-    if ci.is_some_and(|v| !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))) {
-        panic!("cannot run: {reason}; CI is set, so this is a failure ({hint})");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!!!!! SKIPPED bench_vs_reference: {reason}\n!!!!!!!! {hint}; with CI set this is a failure\n"
-    );
-}
-
-macro_rules! require {
-    ($check:expr) => {
-        match $check {
-            Ok(value) => value,
-            Err(reason) => {
-                skip(&reason);
-                return;
-            }
-        }
-    };
-}
+use cairn_harness::{require, require_root};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the crate lives in the workspace")
         .to_path_buf()
-}
-
-fn require_root() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
-    // Uid: real, effective, saved, filesystem.
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1));
-    match effective {
-        Some("0") => Ok(()),
-        _ => Err("not root (publishing volumes makes bind mounts)".into()),
-    }
 }
 
 /// `env` if set, else `default`; an error unless it is a file.

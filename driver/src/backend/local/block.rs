@@ -588,19 +588,6 @@ mod tests {
     };
     use cairn_proto::v1::VolumeCapability;
 
-    /// Skips a test without root or loop devices, loudly; under CI=true it must run.
-    macro_rules! require_loop {
-        () => {
-            if !rustix::process::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
-                if std::env::var_os("CI").is_some() {
-                    panic!("CI=true: this test needs root and /dev/loop-control");
-                }
-                eprintln!("SKIPPED: needs root and loop devices");
-                return;
-            }
-        };
-    }
-
     fn backend(root: &Path) -> LocalBackend {
         LocalBackend::open(NodeId::parse("node-a").unwrap(), root, 1 << 20).unwrap()
     }
@@ -689,7 +676,7 @@ mod tests {
 
     #[test]
     fn expansion_grows_the_file_then_the_attached_devices() {
-        require_loop!();
+        cairn_harness::require!(cairn_harness::require_loop_devices());
         let root = tempfile::tempdir().unwrap();
         let kubelet = tempfile::tempdir().unwrap();
         let b = backend(root.path());
