@@ -29,6 +29,20 @@ fn y_of(ms: f64, max: f64) -> f64 {
 }
 
 /// Renders the sweep; one polyline per RPC plus the whole lifecycle's p50.
+/// The two axis titles of a chart against K: K's centred at `x_mid` on the
+/// line at `x_title_y`, `y_title` turned along the latency axis at `y_mid`.
+pub(super) fn axis_titles(svg: &mut String, x_mid: f64, x_title_y: f64, y_mid: f64, y_title: &str) {
+    let _ = writeln!(
+        svg,
+        r#"<text x="{x_mid}" y="{x_title_y}" text-anchor="middle">K: volumes already published on the node (log scale)</text>"#,
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate(18 {y_mid}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        xml_escape(y_title)
+    );
+}
+
 pub fn chart(points: &[Point], title: &str) -> String {
     let rpcs: BTreeSet<&str> = points
         .iter()
@@ -87,16 +101,12 @@ pub fn chart(points: &[Point], title: &str) -> String {
             p.preloaded
         );
     }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">K: volumes already published on the node (log scale)</text>"#,
+    axis_titles(
+        &mut svg,
         (LEFT + WIDTH - RIGHT) / 2.0,
-        HEIGHT - 12.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate(18 {}) rotate(-90)" text-anchor="middle">p99 latency (ms)</text>"#,
-        (TOP + y0) / 2.0
+        HEIGHT - 12.0,
+        (TOP + y0) / 2.0,
+        "p99 latency (ms)",
     );
     for (i, rpc) in rpcs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];

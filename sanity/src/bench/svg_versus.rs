@@ -241,16 +241,12 @@ fn lines(pairs: &[(&Point, &Point)], labels: [&str; 2], title: &str) -> String {
             y0 + 18.0
         );
     }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">K: volumes already published on the node (log scale)</text>"#,
+    super::svg::axis_titles(
+        &mut svg,
         (LEFT + WIDTH - RIGHT) / 2.0,
-        LINE_HEIGHT - 12.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate(18 {}) rotate(-90)" text-anchor="middle">latency, ms (log scale)</text>"#,
-        (TOP + y0) / 2.0
+        LINE_HEIGHT - 12.0,
+        (TOP + y0) / 2.0,
+        "latency, ms (log scale)",
     );
     for s in &series {
         let coords: Vec<(f64, f64)> = s
