@@ -5,7 +5,7 @@
 
 mod common;
 
-use cairn_harness::{require, require_nfs_lab, require_root, Ganesha};
+use cairn_harness::{require, require_nfs_lab, require_root};
 use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume};
 use cairn_proto::v1::*;
 use common::*;
@@ -458,10 +458,7 @@ async fn without_overcommit_the_node_promises_no_more_than_it_holds() {
 #[tokio::test]
 async fn nfs_expansion_raises_the_recorded_size() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
     let request = nfs_request("pvc-nfs-grow", port, &[]);
     let id = c

@@ -23,10 +23,7 @@ fn delete(id: &str) -> DeleteVolumeRequest {
 #[tokio::test]
 async fn nfs_volumes_are_directories_on_the_export() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
 
     let volume = c
@@ -132,10 +129,7 @@ async fn nfs_volumes_are_directories_on_the_export() {
 #[tokio::test]
 async fn templates_on_delete_policies_and_two_classes_on_one_export() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
     let template = ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}");
 

@@ -66,10 +66,7 @@ fn assert_content(path: &Path, content: &str) {
 #[tokio::test]
 async fn a_directory_cairn_did_not_create_is_never_adopted() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
     write(&export.join("legacy/db.dat"), "theirs");
 
@@ -140,10 +137,7 @@ async fn a_directory_cairn_did_not_create_is_never_adopted() {
 #[tokio::test]
 async fn volumes_never_nest_in_either_order() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
 
     // Outer first: the inner one is refused, naming the outer volume.
@@ -248,10 +242,7 @@ async fn volumes_never_nest_in_either_order() {
 #[tokio::test]
 async fn old_layout_volumes_keep_working_and_are_never_crossed() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
 
     // What an earlier version left: pvc-old-outer at old-outer, and, inside
@@ -341,10 +332,7 @@ async fn old_layout_volumes_keep_working_and_are_never_crossed() {
 #[tokio::test]
 async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
     let claim = |req: &CreateVolumeRequest| {
         let parameters: BTreeMap<_, _> = req.parameters.clone().into_iter().collect();
@@ -414,10 +402,7 @@ async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
 #[tokio::test]
 async fn snapshots_never_touch_a_copy_cairn_did_not_make() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
     let source = create(&mut c, nfs_request("pvc-src", port, &[])).await;
     write(&export.join("pvc-src/file"), "source");
@@ -636,10 +621,7 @@ async fn random_templates_on_one_export_never_lose_another_volumes_data() {
 #[tokio::test]
 async fn crash_leftovers_in_the_record_mirror_never_block_a_volume() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
     let mirror = export.join(".cairn-volumes");
     std::fs::create_dir_all(mirror.join("stale/deeper/still")).unwrap();
@@ -679,10 +661,7 @@ async fn crash_leftovers_in_the_record_mirror_never_block_a_volume() {
 #[tokio::test]
 async fn racing_creates_never_nest_or_share_a_directory() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (_server, port, export, driver) = nfs_lab();
     let (mut a, mut b) = (driver.controller().await, driver.controller().await);
     let mut made = Vec::new();
     for round in 0..10 {

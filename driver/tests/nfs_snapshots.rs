@@ -175,10 +175,7 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
 #[tokio::test]
 async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
 
     let source = create(&mut c, nfs_request("pvc-src", port, &[])).await;
@@ -251,10 +248,7 @@ async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
 #[tokio::test]
 async fn a_snapshot_retried_after_a_deadline_is_whole() {
     require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let driver = TestDriver::start();
+    let (server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
 
     let source = create(&mut c, nfs_request("pvc-big", port, &[])).await;

@@ -628,3 +628,14 @@ pub fn assert_empty_dirs(root: &Path, dirs: &[&str]) {
         assert!(left.is_empty(), "{dir}/ not empty: {left:?}");
     }
 }
+
+/// What every NFS controller test starts from (after
+/// `require!(require_nfs_lab())`): an nfs-ganesha export on 127.0.0.1, its
+/// port (which NFS requests and ids name), the exported directory as the
+/// host sees it, and a driver to create volumes on it.
+pub fn nfs_lab() -> (cairn_harness::Ganesha, u16, PathBuf, TestDriver) {
+    let server = cairn_harness::Ganesha::start().expect("ganesha");
+    let port = server.addr().port();
+    let export = server.export_dir().to_path_buf();
+    (server, port, export, TestDriver::start())
+}
