@@ -128,7 +128,6 @@ impl ControllerService {
             }
         }
         let mount_flags = mount_flags_of(&req.volume_capabilities);
-        let _guard = self.0.locks.lock(name.key().as_str()).await;
         let request = NewVolume {
             name,
             capacity,
@@ -136,6 +135,10 @@ impl ControllerService {
             mount_flags,
             access,
         };
+        // The key of the volume this call makes, the one DeleteVolume and
+        // every node call on it take: a create never interleaves with them.
+        let lock_key = backend.volume_id_for(&request)?.lock_key();
+        let _guard = self.0.locks.lock(&lock_key).await;
         let volume = match &source {
             None => blocking(move || backend.create(&request)).await?,
             Some(source) => crate::snapshots::create_volume_from(&self.0, request, source).await?,

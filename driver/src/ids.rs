@@ -372,11 +372,12 @@ impl VolumeId {
         }
     }
 
-    /// The key calls on this volume serialize on.
-    pub fn lock_key(&self) -> String {
+    /// The key calls on this volume serialize on, whichever call names it
+    /// (CreateVolume computes the id first and takes the same one).
+    pub fn lock_key(&self) -> LockKey {
         match self {
-            VolumeId::Local(id) => id.key.to_string(),
-            VolumeId::Nfs(_) => self.to_string(),
+            VolumeId::Local(id) => LockKey(id.key.to_string()),
+            VolumeId::Nfs(_) => LockKey(self.to_string()),
         }
     }
 }
@@ -524,11 +525,12 @@ impl SnapshotId {
     }
 
     /// The key calls on this snapshot serialize on; never equal to a
-    /// volume's lock key (those contain no `:`).
-    pub fn lock_key(&self) -> String {
+    /// volume's (a local volume's has no `:`, an NFS volume's starts
+    /// `nfs:`, a snapshot's `snap:` or `nfs-snap:`).
+    pub fn lock_key(&self) -> LockKey {
         match self {
-            SnapshotId::Local(id) => format!("{SNAPSHOT_TAG}:{}", id.key),
-            SnapshotId::Nfs(_) => self.to_string(),
+            SnapshotId::Local(id) => LockKey(format!("{SNAPSHOT_TAG}:{}", id.key)),
+            SnapshotId::Nfs(_) => LockKey(self.to_string()),
         }
     }
 }
@@ -539,6 +541,17 @@ impl fmt::Display for SnapshotId {
             SnapshotId::Local(id) => write!(f, "{SNAPSHOT_TAG}:{}:{}", id.node, id.key),
             SnapshotId::Nfs(id) => id.fmt(f),
         }
+    }
+}
+
+/// What calls serialize on (`locks.rs`): one key per volume or snapshot,
+/// made only from its id, so every call on one volume takes the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockKey(String);
+
+impl LockKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -722,7 +735,7 @@ mod tests {
     fn snapshot_ids_round_trip_and_fit() {
         let id = SnapshotId::parse("snap:node-a:snapshot-1").unwrap();
         assert_eq!(id.to_string(), "snap:node-a:snapshot-1");
-        assert_eq!(id.lock_key(), "snap:snapshot-1");
+        assert_eq!(id.lock_key().as_str(), "snap:snapshot-1");
         let node = NodeId::parse(&"n".repeat(MAX_NODE_ID_LEN)).unwrap();
         for name in ["s".repeat(MAX_VERBATIM_NAME_LEN), "s".repeat(128)] {
             let key = VolumeName::parse(&name).unwrap().key();

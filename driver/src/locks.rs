@@ -7,29 +7,31 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+use crate::ids::LockKey;
+
 #[derive(Debug, Default)]
 pub struct KeyedLocks {
     // A std mutex: it is held only to look up or drop an entry, never across `.await`.
-    entries: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    entries: Mutex<HashMap<LockKey, Arc<AsyncMutex<()>>>>,
 }
 
 /// Held while working on one key; dropping it releases the key.
 pub struct KeyGuard<'a> {
     locks: &'a KeyedLocks,
-    key: String,
+    key: LockKey,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl KeyedLocks {
-    pub async fn lock(&self, key: &str) -> KeyGuard<'_> {
+    pub async fn lock(&self, key: &LockKey) -> KeyGuard<'_> {
         let entry = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            entries.entry(key.to_string()).or_default().clone()
+            entries.entry(key.clone()).or_default().clone()
         };
         let guard = entry.lock_owned().await;
         KeyGuard {
             locks: self,
-            key: key.to_string(),
+            key: key.clone(),
             guard: Some(guard),
         }
     }
@@ -57,20 +59,28 @@ impl Drop for KeyGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::VolumeId;
     use futures_util::FutureExt as _;
     use std::time::Duration;
+
+    fn key(volume: &str) -> LockKey {
+        VolumeId::parse(&format!("local:n:{volume}"))
+            .unwrap()
+            .lock_key()
+    }
 
     #[tokio::test]
     async fn same_key_waits_other_keys_do_not() {
         let locks = KeyedLocks::default();
-        let a = locks.lock("a").await;
+        let (key_a, key_b) = (key("a"), key("b"));
+        let a = locks.lock(&key_a).await;
         // One poll each, no timing: a free key is taken at once, a held one
         // is not. The pinned future stays queued for "a".
         let _b = locks
-            .lock("b")
+            .lock(&key_b)
             .now_or_never()
             .expect("a lock on another key waited");
-        let mut again = Box::pin(locks.lock("a"));
+        let mut again = Box::pin(locks.lock(&key_a));
         assert!(
             (&mut again).now_or_never().is_none(),
             "second lock on 'a' did not wait"
@@ -86,8 +96,8 @@ mod tests {
     #[tokio::test]
     async fn entries_are_dropped_when_unused() {
         let locks = KeyedLocks::default();
-        drop(locks.lock("x").await);
-        drop(locks.lock("y").await);
+        drop(locks.lock(&key("x")).await);
+        drop(locks.lock(&key("y")).await);
         assert_eq!(locks.len(), 0);
     }
 }

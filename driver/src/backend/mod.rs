@@ -106,6 +106,10 @@ pub trait Backend: Send + Sync + 'static {
     fn supports(&self, capability: &VolumeCapability) -> Result<(), Unsupported>;
     /// Creates the volume, or returns the existing one with that name when
     /// `request` is compatible with it (AlreadyExists otherwise).
+    /// The id CreateVolume would give the volume `request` asks for,
+    /// without touching storage: the controller locks on it before
+    /// creating, the key every later call on the volume takes.
+    fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId>;
     fn create(&self, request: &NewVolume) -> Result<Volume>;
     /// Deletes the volume; an unknown volume is already deleted.
     fn delete(&self, id: &VolumeId) -> Result<()>;

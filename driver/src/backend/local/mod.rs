@@ -560,6 +560,10 @@ impl Backend for LocalBackend {
         capability::local_supports(capability)
     }
 
+    fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId> {
+        Ok(VolumeId::local(self.node.clone(), request.name.key()))
+    }
+
     fn create(&self, request: &NewVolume) -> Result<Volume> {
         check_parameters(&request.parameters)?;
         let key = request.name.key();
@@ -867,6 +871,8 @@ mod tests {
         let b = backend(root.path());
         let v = b.create(&request("pvc-1", 4096)).unwrap();
         assert_eq!(v.capacity_bytes, 4096);
+        // The controller locks on this id before creating.
+        assert_eq!(b.volume_id_for(&request("pvc-1", 4096)).unwrap(), v.id);
         assert_eq!(b.create(&request("pvc-1", 4096)).unwrap(), v);
         assert!(matches!(
             b.create(&request("pvc-1", 8192)),

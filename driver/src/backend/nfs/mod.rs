@@ -154,13 +154,8 @@ impl NfsBackend {
         }
     }
 
-    /// CreateVolume, with the new directory filled from `source` (a
-    /// snapshot or another volume on the same share) when one is given.
-    pub fn create_with(
-        &self,
-        request: &NewVolume,
-        source: Option<&snapshot::NfsSource>,
-    ) -> Result<Volume> {
+    /// The class a CreateVolume asks for and the id its volume gets.
+    fn planned(request: &NewVolume) -> Result<(NfsClass, NfsVolumeId)> {
         let class = NfsClass::parse(&request.parameters)?;
         let sub_dir = class.sub_dir(&request.name, &request.parameters)?;
         let options = ClientOptions::from_mount_flags(&request.mount_flags)?;
@@ -178,6 +173,17 @@ impl NfsBackend {
                 id_text.len()
             )));
         }
+        Ok((class, id))
+    }
+
+    /// CreateVolume, with the new directory filled from `source` (a
+    /// snapshot or another volume on the same share) when one is given.
+    pub fn create_with(
+        &self,
+        request: &NewVolume,
+        source: Option<&snapshot::NfsSource>,
+    ) -> Result<Volume> {
+        let (class, id) = Self::planned(request)?;
         self.with_volume_share(&id, &request.mount_flags, async |share| {
             let dir = id.subdir.as_str();
             let wanted = Record {
@@ -385,6 +391,10 @@ impl Backend for NfsBackend {
             }
             None => Err(Unsupported("access_type is required".into())),
         }
+    }
+
+    fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId> {
+        Ok(VolumeId::Nfs(Self::planned(request)?.1))
     }
 
     fn create(&self, request: &NewVolume) -> Result<Volume> {
@@ -820,6 +830,42 @@ mod tests {
         ] {
             assert!(!server_unreachable(other), "{other}");
         }
+    }
+
+    #[test]
+    fn the_planned_id_is_the_one_create_gives_and_takes_delete_s_lock() {
+        let request = NewVolume {
+            name: crate::ids::VolumeName::parse("pvc-1").unwrap(),
+            capacity: Range {
+                required: 0,
+                limit: None,
+            },
+            parameters: [
+                ("server".to_string(), "10.0.0.5".to_string()),
+                ("share".to_string(), "/exports".to_string()),
+                (
+                    "subDir".to_string(),
+                    "team/${pvc.metadata.name}".to_string(),
+                ),
+                (
+                    "csi.storage.k8s.io/pvc/name".to_string(),
+                    "data".to_string(),
+                ),
+                (
+                    "csi.storage.k8s.io/pvc/namespace".to_string(),
+                    "ns".to_string(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            mount_flags: vec!["port=2050".to_string()],
+            access: crate::capability::AccessKind::Mount,
+        };
+        let (_, planned) = NfsBackend::planned(&request).unwrap();
+        let id = VolumeId::Nfs(planned);
+        assert_eq!(id.to_string(), "nfs:d:2050:10.0.0.5#/exports#team/data");
+        let parsed = VolumeId::parse(&id.to_string()).unwrap();
+        assert_eq!(parsed.lock_key(), id.lock_key());
     }
 
     #[test]
