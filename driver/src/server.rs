@@ -210,6 +210,8 @@ pub async fn serve(
 /// The whole life of `cairn-csi serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Before anything can be seen from outside (see `signal::terminated`).
+    let terminated = signal::terminated();
     let driver = Arc::new(build(&args)?);
     // Health first: once the CSI socket exists (what the kubelet, the
     // probes and the tests wait for), /healthz and /metrics answer too.
@@ -249,7 +251,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let result = serve(
         driver,
         listener,
-        signal::terminated(),
+        terminated,
         Duration::from_secs(args.shutdown_timeout),
     )
     .await;

@@ -89,6 +89,19 @@ async fn node_mode_serves_no_controller() {
     );
 }
 
+/// The kubelet (or an operator) may stop the plugin the moment its socket
+/// appears: the handler must already be there, or the default action kills
+/// the process and leaves the socket behind. Once a run in CI in hundreds.
+#[test]
+fn sigterm_as_soon_as_the_socket_appears_is_a_clean_exit() {
+    for round in 0..20 {
+        let mut driver = TestDriver::start();
+        let status = driver.stop();
+        assert!(status.success(), "round {round}: {status}");
+        assert!(!driver.socket.exists(), "round {round}: socket left behind");
+    }
+}
+
 #[tokio::test]
 async fn socket_is_0660_and_sigterm_removes_it_and_exits_zero() {
     let mut driver = TestDriver::start();
