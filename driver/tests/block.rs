@@ -100,13 +100,6 @@ fn stats_request(id: &str, path: &Path) -> NodeGetVolumeStatsRequest {
     }
 }
 
-fn delete_request(id: &str) -> DeleteVolumeRequest {
-    DeleteVolumeRequest {
-        volume_id: id.into(),
-        secrets: Default::default(),
-    }
-}
-
 /// The log without terminal colour codes.
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -44,13 +44,6 @@ fn capacity_request() -> GetCapacityRequest {
     }
 }
 
-fn delete_request(id: &str) -> DeleteVolumeRequest {
-    DeleteVolumeRequest {
-        volume_id: id.into(),
-        secrets: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn unenforceable_roots_refuse_by_default_and_allow_on_request() {
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-csi"))

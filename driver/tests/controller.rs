@@ -10,13 +10,6 @@ use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
 
-fn delete(id: &str) -> DeleteVolumeRequest {
-    DeleteVolumeRequest {
-        volume_id: id.into(),
-        secrets: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn create_validates_every_argument() {
     let driver = TestDriver::start();
@@ -237,13 +230,16 @@ async fn delete_is_idempotent_and_validates_ids() {
     let mut c = driver.controller().await;
     let v = create(&mut c, create_request("pvc-del", 1 << 20)).await;
     std::fs::write(driver.data_dir("pvc-del").join("f"), b"x").unwrap();
-    c.delete_volume(delete(&v.volume_id)).await.unwrap();
-    c.delete_volume(delete(&v.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&v.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&v.volume_id)).await.unwrap();
     assert!(!driver.root.join("volumes/pvc-del").exists());
-    c.delete_volume(delete(&format!("local:{NODE}:never-existed")))
+    c.delete_volume(delete_request(&format!("local:{NODE}:never-existed")))
         .await
         .unwrap();
-    assert_code(c.delete_volume(delete("")).await, Code::InvalidArgument);
+    assert_code(
+        c.delete_volume(delete_request("")).await,
+        Code::InvalidArgument,
+    );
     // Ids Cairn never issued name volumes that do not exist: deleting one
     // succeeds and touches nothing (an unknown PV handle stays releasable).
     let long = "x".repeat(4096);
@@ -255,7 +251,7 @@ async fn delete_is_idempotent_and_validates_ids() {
         "local:node-a:a\0b",
         long.as_str(),
     ] {
-        c.delete_volume(delete(never_issued))
+        c.delete_volume(delete_request(never_issued))
             .await
             .unwrap_or_else(|e| panic!("DeleteVolume({never_issued:.40}): {e}"));
     }
@@ -349,7 +345,7 @@ async fn list_volumes_pages_visit_every_volume_once() {
     assert!(!first.next_token.is_empty());
     // Changes between pages: one already listed removed, one new added.
     let listed = first.entries[0].volume.as_ref().unwrap().volume_id.clone();
-    c.delete_volume(delete(&listed)).await.unwrap();
+    c.delete_volume(delete_request(&listed)).await.unwrap();
     let added = create(&mut c, create_request("pvc-z", 1 << 20)).await;
 
     let mut seen: Vec<String> = first

@@ -68,12 +68,7 @@ async fn kill9_mid_lifecycle_then_restart_and_retry_converges() {
     node.node_unstage_volume(unstage_request(&id, &staging))
         .await
         .unwrap();
-    c.delete_volume(DeleteVolumeRequest {
-        volume_id: id.clone(),
-        secrets: Default::default(),
-    })
-    .await
-    .unwrap();
+    c.delete_volume(delete_request(&id)).await.unwrap();
     assert_eq!(mounts_below(driver.dir.path()), 0);
     let listed = c
         .list_volumes(ListVolumesRequest::default())
@@ -289,12 +284,7 @@ async fn kill9_at_random_moments_under_concurrent_lifecycles_loses_and_leaks_not
         .unwrap();
     }
     for id in &listed {
-        c.delete_volume(DeleteVolumeRequest {
-            volume_id: id.clone(),
-            secrets: Default::default(),
-        })
-        .await
-        .unwrap();
+        c.delete_volume(delete_request(id)).await.unwrap();
     }
     assert_eq!(mounts_below(driver.dir.path()), 0, "mounts left");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

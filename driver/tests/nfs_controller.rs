@@ -13,13 +13,6 @@ use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
 
-fn delete(id: &str) -> DeleteVolumeRequest {
-    DeleteVolumeRequest {
-        volume_id: id.into(),
-        secrets: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn nfs_volumes_are_directories_on_the_export() {
     require!(require_nfs_lab());
@@ -90,12 +83,16 @@ async fn nfs_volumes_are_directories_on_the_export() {
     std::fs::create_dir_all(dir.join("a/b")).unwrap();
     std::fs::write(dir.join("a/b/file"), b"data").unwrap();
     std::fs::write(export.join("neighbour"), b"keep").unwrap();
-    c.delete_volume(delete(&volume.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&volume.volume_id))
+        .await
+        .unwrap();
     assert!(!dir.exists());
     assert!(!export.join(".cairn-volumes/pvc-nfs-1").exists());
     assert_eq!(std::fs::read(export.join("neighbour")).unwrap(), b"keep");
     assert!(export.is_dir());
-    c.delete_volume(delete(&volume.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&volume.volume_id))
+        .await
+        .unwrap();
     assert_code(
         c.controller_get_volume(ControllerGetVolumeRequest {
             volume_id: volume.volume_id.clone(),
@@ -145,7 +142,9 @@ async fn templates_on_delete_policies_and_two_classes_on_one_export() {
     std::fs::write(export.join("default/data/keep.txt"), b"archived").unwrap();
 
     // Archive renames out of the way; the namespace dir and the other class stay.
-    c.delete_volume(delete(&templated.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&templated.volume_id))
+        .await
+        .unwrap();
     assert!(!export.join("default/data").exists());
     let archived: Vec<String> = std::fs::read_dir(export.join("default"))
         .unwrap()
@@ -158,7 +157,9 @@ async fn templates_on_delete_policies_and_two_classes_on_one_export() {
         b"archived"
     );
     assert!(export.join("pvc-two").is_dir());
-    c.delete_volume(delete(&templated.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&templated.volume_id))
+        .await
+        .unwrap();
 
     // Retain leaves the directory.
     let retained = create(
@@ -166,9 +167,13 @@ async fn templates_on_delete_policies_and_two_classes_on_one_export() {
         nfs_request("pvc-kept", port, &[("onDelete", "retain")]),
     )
     .await;
-    c.delete_volume(delete(&retained.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&retained.volume_id))
+        .await
+        .unwrap();
     assert!(export.join("pvc-kept").is_dir());
-    c.delete_volume(delete(&plain.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&plain.volume_id))
+        .await
+        .unwrap();
     assert!(!export.join("pvc-two").exists());
 }
 
@@ -210,12 +215,12 @@ async fn hostile_parameters_and_ids_touch_nothing() {
         // Never issued, so no such volume: DeleteVolume answers OK (issue
         // 10: a handle the driver does not know must still be releasable)
         // and parsing stops it before it reaches the export.
-        c.delete_volume(delete(&crafted))
+        c.delete_volume(delete_request(&crafted))
             .await
             .unwrap_or_else(|e| panic!("{crafted}: {e}"));
     }
     // A well-formed id for a directory that does not exist: nothing to do.
-    c.delete_volume(delete(&format!(
+    c.delete_volume(delete_request(&format!(
         "nfs:d:{port}:127.0.0.1#/export#nothing-here"
     )))
     .await
@@ -255,7 +260,7 @@ async fn unreachable_and_silent_servers_fail_with_unavailable_in_time() {
         started.elapsed()
     );
     assert_code(
-        c.delete_volume(delete(&format!(
+        c.delete_volume(delete_request(&format!(
             "nfs:d:{silent_port}:127.0.0.1#/export#pvc-silent"
         )))
         .await,
@@ -288,7 +293,9 @@ async fn nfsv3_through_rpcbind_in_a_private_network_namespace() {
     assert_eq!(volume.volume_id, "nfs:d:2049:127.0.0.1#/export#pvc-v3");
     assert!(export.join("pvc-v3").is_dir(), "{}", server.log());
     std::fs::write(export.join("pvc-v3/file"), b"x").unwrap();
-    c.delete_volume(delete(&volume.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&volume.volume_id))
+        .await
+        .unwrap();
     assert!(!export.join("pvc-v3").exists());
     assert!(!export.join(".cairn-volumes/pvc-v3").exists());
 }
@@ -337,7 +344,7 @@ async fn refused_and_unresolvable_servers_are_unavailable_for_every_call() {
         );
         expect(
             "DeleteVolume",
-            c.delete_volume(delete(&volume_id)).await.map(drop),
+            c.delete_volume(delete_request(&volume_id)).await.map(drop),
         );
         expect(
             "ControllerExpandVolume",

@@ -14,13 +14,6 @@ use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
 
-fn delete(id: &str) -> DeleteVolumeRequest {
-    DeleteVolumeRequest {
-        volume_id: id.into(),
-        secrets: Default::default(),
-    }
-}
-
 /// An NFS CreateVolume whose directory is `sub_dir` (a literal or template).
 fn in_dir(name: &str, port: u16, sub_dir: &str) -> CreateVolumeRequest {
     nfs_request(name, port, &[("subDir", sub_dir)])
@@ -99,7 +92,7 @@ async fn a_directory_cairn_did_not_create_is_never_adopted() {
     // DeleteVolume of an id naming it (no volume was ever created there):
     // nothing is Cairn's to delete.
     for policy in ["d", "a"] {
-        c.delete_volume(delete(&format!(
+        c.delete_volume(delete_request(&format!(
             "nfs:{policy}:{port}:127.0.0.1#/export#legacy"
         )))
         .await
@@ -116,19 +109,25 @@ async fn a_directory_cairn_did_not_create_is_never_adopted() {
     )
     .await;
     write(&export.join("pvc-kept/data"), "kept");
-    c.delete_volume(delete(&kept.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&kept.volume_id))
+        .await
+        .unwrap();
     assert_code(
         c.create_volume(nfs_request("pvc-kept", port, &[("onDelete", "retain")]))
             .await,
         Code::AlreadyExists,
     );
-    c.delete_volume(delete(&kept.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&kept.volume_id))
+        .await
+        .unwrap();
     assert_content(&export.join("pvc-kept/data"), "kept");
 
     // Refusals leave no claim behind, and the volumes that were made
     // delete only their own.
     assert!(!export.join(".cairn-volumes/legacy").exists());
-    c.delete_volume(delete(&source.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&source.volume_id))
+        .await
+        .unwrap();
     assert!(!export.join("pvc-src").exists());
     assert_content(&export.join("legacy/db.dat"), "theirs");
     assert_content(&export.join("pvc-kept/data"), "kept");
@@ -215,14 +214,16 @@ async fn volumes_never_nest_in_either_order() {
     let beside = create(&mut c, in_dir("pvc-beside", port, "shared-dir-2")).await;
 
     // Each volume's DeleteVolume removes its own and nothing else.
-    c.delete_volume(delete(&outer.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&outer.volume_id))
+        .await
+        .unwrap();
     assert!(!export.join("shared-dir").exists());
     assert_content(&export.join("nest/deep/inner/inner-data"), "inner");
     assert!(export.join("shared-dir-2").is_dir());
     // The place is free again.
     let later = create(&mut c, in_dir("pvc-inner", port, "shared-dir/inner")).await;
     for v in [&inner, &beside, &later] {
-        c.delete_volume(delete(&v.volume_id)).await.unwrap();
+        c.delete_volume(delete_request(&v.volume_id)).await.unwrap();
     }
     assert!(!export.join("nest/deep/inner").exists());
     assert!(
@@ -308,7 +309,7 @@ async fn old_layout_volumes_keep_working_and_are_never_crossed() {
     for policy in ["d", "a"] {
         let id = outer_id.replacen("nfs:d:", &format!("nfs:{policy}:"), 1);
         assert_refused(
-            c.delete_volume(delete(&id)).await,
+            c.delete_volume(delete_request(&id)).await,
             Code::FailedPrecondition,
             &["old-outer/inner"],
         );
@@ -318,11 +319,11 @@ async fn old_layout_volumes_keep_working_and_are_never_crossed() {
     assert!(export.join(".old-outer.cairn.json").is_file());
 
     // Inner first, then the outer one goes too.
-    c.delete_volume(delete(&inner_id)).await.unwrap();
+    c.delete_volume(delete_request(&inner_id)).await.unwrap();
     assert!(!export.join("old-outer/inner").exists());
     assert!(!export.join("old-outer/.inner.cairn.json").exists());
     assert_content(&export.join("old-outer/outer-data"), "outer");
-    c.delete_volume(delete(&outer_id)).await.unwrap();
+    c.delete_volume(delete_request(&outer_id)).await.unwrap();
     assert!(!export.join("old-outer").exists());
     assert!(!export.join(".old-outer.cairn.json").exists());
 }
@@ -376,7 +377,7 @@ async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
     write(&export.join(".cairn-volumes/pvc-grabbed"), &claim(&grabbed));
     write(&export.join("pvc-grabbed/data"), "theirs");
     let grabbed_id = format!("nfs:d:{port}:127.0.0.1#/export#pvc-grabbed");
-    c.delete_volume(delete(&grabbed_id)).await.unwrap();
+    c.delete_volume(delete_request(&grabbed_id)).await.unwrap();
     assert_content(&export.join("pvc-grabbed/data"), "theirs");
     write(&export.join(".cairn-volumes/pvc-grabbed"), &claim(&grabbed));
     assert_code(c.create_volume(grabbed).await, Code::AlreadyExists);
@@ -395,7 +396,7 @@ async fn an_interrupted_create_resumes_but_a_claim_adopts_nothing() {
     assert!(!export.join(".cairn-volumes/pvc-no-source").exists());
     assert!(!export.join("pvc-no-source").exists());
 
-    c.delete_volume(delete(&half_id)).await.unwrap();
+    c.delete_volume(delete_request(&half_id)).await.unwrap();
     assert!(!export.join("pvc-half").exists());
 }
 
@@ -574,7 +575,7 @@ async fn random_templates_on_one_export_never_lose_another_volumes_data() {
                     (v.id.clone(), v.dir.clone(), v.on_delete)
                 };
                 history.push(format!("delete {id} at {dir}"));
-                match c.delete_volume(delete(&id)).await {
+                match c.delete_volume(delete_request(&id)).await {
                     Ok(_) => {
                         let gone = on_delete != "retain";
                         assert_eq!(
@@ -602,7 +603,7 @@ async fn random_templates_on_one_export_never_lose_another_volumes_data() {
         }
         // Every volume is still whole until its own DeleteVolume.
         while let Some(v) = live.pop() {
-            c.delete_volume(delete(&v.id)).await.unwrap();
+            c.delete_volume(delete_request(&v.id)).await.unwrap();
             for other in &live {
                 assert_content(&export.join(&other.dir).join("token"), &other.token);
             }
@@ -646,8 +647,12 @@ async fn crash_leftovers_in_the_record_mirror_never_block_a_volume() {
     assert_content(&export.join("held/inner/data"), "inner's");
     assert!(mirror.join("held/inner").is_file());
 
-    c.delete_volume(delete(&inner.volume_id)).await.unwrap();
-    c.delete_volume(delete(&stale.volume_id)).await.unwrap();
+    c.delete_volume(delete_request(&inner.volume_id))
+        .await
+        .unwrap();
+    c.delete_volume(delete_request(&stale.volume_id))
+        .await
+        .unwrap();
     // The mirror keeps directories only while records lie beneath them.
     let left: Vec<_> = std::fs::read_dir(&mirror)
         .unwrap()
@@ -694,7 +699,7 @@ async fn racing_creates_never_nest_or_share_a_directory() {
     }
     assert!(!made.is_empty(), "no round had a winner");
     for v in &made {
-        a.delete_volume(delete(&v.volume_id)).await.unwrap();
+        a.delete_volume(delete_request(&v.volume_id)).await.unwrap();
     }
     let left: Vec<_> = std::fs::read_dir(export.join(".cairn-volumes"))
         .unwrap()

@@ -93,13 +93,7 @@ async fn provision_stage_publish_write_readonly_unpublish_unstage_delete() {
     assert!(!rustix_is_mount(&staging));
     assert_eq!(mounts_below(driver.dir.path()), 0);
 
-    controller
-        .delete_volume(DeleteVolumeRequest {
-            volume_id: id.into(),
-            secrets: Default::default(),
-        })
-        .await
-        .unwrap();
+    controller.delete_volume(delete_request(id)).await.unwrap();
     assert!(!driver.root.join("volumes").join(name).exists());
 }
 

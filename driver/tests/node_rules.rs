@@ -209,10 +209,7 @@ async fn delete_volume_refuses_a_volume_in_use_and_keeps_its_data() {
         .await
         .unwrap();
     std::fs::write(target.join("precious"), b"pod data").unwrap();
-    let delete = || DeleteVolumeRequest {
-        volume_id: id.clone(),
-        secrets: Default::default(),
-    };
+    let delete = || delete_request(&id);
     assert_code(c.delete_volume(delete()).await, Code::FailedPrecondition);
     assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"pod data");
     n.node_unpublish_volume(unpublish_request(&id, &target))

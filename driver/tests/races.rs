@@ -47,10 +47,7 @@ async fn calls_racing_a_delete_never_answer_internal() {
             driver.node().await,
             driver.node().await,
         );
-        let delete = c1.delete_volume(DeleteVolumeRequest {
-            volume_id: id.clone(),
-            secrets: Default::default(),
-        });
+        let delete = c1.delete_volume(delete_request(&id));
         let snapshot_name = format!("snap-race-{i}");
         let snapshot = try_snapshot(&mut c2, &snapshot_name, &id);
         let stage = n1.node_stage_volume(stage_request(&id, &staging));
@@ -78,12 +75,7 @@ async fn calls_racing_a_delete_never_answer_internal() {
             .await
             .unwrap();
         }
-        c.delete_volume(DeleteVolumeRequest {
-            volume_id: id.clone(),
-            secrets: Default::default(),
-        })
-        .await
-        .unwrap();
+        c.delete_volume(delete_request(&id)).await.unwrap();
         assert!(!driver.root.join("volumes").join(&name).exists());
     }
     eprintln!("outcomes over 30 races: {seen:#?}");

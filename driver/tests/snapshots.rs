@@ -78,12 +78,7 @@ async fn delete_snapshot(c: &mut Controller, id: &str) -> Result<(), tonic::Stat
 }
 
 async fn delete_volume(c: &mut Controller, id: &str) {
-    c.delete_volume(DeleteVolumeRequest {
-        volume_id: id.into(),
-        secrets: Default::default(),
-    })
-    .await
-    .unwrap();
+    c.delete_volume(delete_request(id)).await.unwrap();
 }
 
 // ---- what is on disk -------------------------------------------------------

@@ -65,12 +65,7 @@ async fn lifecycle(driver: &TestDriver, i: usize) {
     n.node_unstage_volume(unstage_request(&id, &staging))
         .await
         .unwrap();
-    c.delete_volume(DeleteVolumeRequest {
-        volume_id: id,
-        secrets: Default::default(),
-    })
-    .await
-    .unwrap();
+    c.delete_volume(delete_request(&id)).await.unwrap();
     // The kubelet removes the directories it made.
     let _ = std::fs::remove_dir_all(driver.kubelet.join(format!("pods/pod-{i}")));
     let _ = std::fs::remove_dir(&staging);
@@ -141,13 +136,7 @@ async fn clients_racing_conflicting_calls_on_one_block_volume_leak_nothing() {
                         .node_unstage_volume(unstage_request(&id, &staging))
                         .await
                         .map(|_| ()),
-                    _ => c
-                        .delete_volume(DeleteVolumeRequest {
-                            volume_id: id.clone(),
-                            secrets: Default::default(),
-                        })
-                        .await
-                        .map(|_| ()),
+                    _ => c.delete_volume(delete_request(&id)).await.map(|_| ()),
                 };
                 codes.push(code.err().map(|s| (s.code(), s.message().to_string())));
             }
@@ -168,12 +157,7 @@ async fn clients_racing_conflicting_calls_on_one_block_volume_leak_nothing() {
     n.node_unstage_volume(unstage_request(&id, &staging))
         .await
         .unwrap();
-    c.delete_volume(DeleteVolumeRequest {
-        volume_id: id.clone(),
-        secrets: Default::default(),
-    })
-    .await
-    .unwrap();
+    c.delete_volume(delete_request(&id)).await.unwrap();
     assert!(!driver.root.join("volumes").join(name).exists());
     wait_for_loops_detached(&driver, loops_before);
     assert_eq!(mounts_below(driver.dir.path()), 0);

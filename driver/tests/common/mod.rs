@@ -578,6 +578,13 @@ pub fn unpublish_request(volume_id: &str, target: &Path) -> NodeUnpublishVolumeR
     }
 }
 
+pub fn delete_request(volume_id: &str) -> DeleteVolumeRequest {
+    DeleteVolumeRequest {
+        volume_id: volume_id.into(),
+        secrets: Default::default(),
+    }
+}
+
 pub fn unstage_request(volume_id: &str, staging: &Path) -> NodeUnstageVolumeRequest {
     NodeUnstageVolumeRequest {
         volume_id: volume_id.into(),
