@@ -98,16 +98,24 @@ impl PathState {
     }
 }
 
+/// `statx` of `path`'s last component through its parent, opened the way
+/// every mount is made ([`open_parent`]): a symlink swapped into a parent
+/// makes the check fail (ELOOP) instead of describing whatever the link
+/// points at, so what a check sees is what the mount that follows acts on.
 fn statx(path: &Path) -> io::Result<rustix::fs::Statx> {
-    rustix::fs::statx(
-        CWD,
-        path,
-        // DONT_SYNC: cached attributes are enough to tell a mount root and an
-        // inode, and a network filesystem's server is never waited on.
-        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
-        StatxFlags::TYPE | StatxFlags::INO | StatxFlags::MNT_ID,
-    )
-    .map_err(io::Error::from)
+    // DONT_SYNC: cached attributes are enough to tell a mount root and an
+    // inode, and a network filesystem's server is never waited on.
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC;
+    let mask = StatxFlags::TYPE | StatxFlags::INO | StatxFlags::MNT_ID;
+    let stat = match open_parent(path) {
+        Ok((parent, name)) => rustix::fs::statx(&parent, name, flags, mask),
+        // "/": no parent to open.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            rustix::fs::statx(CWD, path, flags, mask)
+        }
+        Err(e) => return Err(e),
+    };
+    stat.map_err(io::Error::from)
 }
 
 /// Inspects `path`; `Ok(None)` when nothing is there.
