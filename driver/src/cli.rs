@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::local::UnenforcedCapacity;
+use crate::backend::BackendKind;
 use crate::capacity::parse_quantity;
-use crate::driver::{BackendChoice, Mode};
+use crate::driver::Mode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,7 +54,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         default_value = "local,nfs"
     )]
-    pub backends: Vec<BackendChoice>,
+    pub backends: Vec<BackendKind>,
 
     /// CSI driver name reported by GetPluginInfo; must match the CSIDriver object.
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = "cairn.csi.io")]

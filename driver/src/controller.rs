@@ -8,7 +8,7 @@ use cairn_proto::v1::controller_service_capability::{rpc::Type as RpcType, Rpc, 
 use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::backend::{self, Backend, Health, NewVolume};
+use crate::backend::{self, Backend, BackendKind, Health, NewVolume};
 use crate::capability::{access_kind_of, check_one_well_formed, check_well_formed};
 use crate::capacity::Range;
 use crate::driver::Driver;
@@ -27,9 +27,9 @@ impl ControllerService {
     }
 }
 
-/// What the controller offers. ListVolumes only when local volumes are
-/// served: NFS volumes live on whatever exports StorageClasses name, which
-/// the driver cannot enumerate.
+/// What the controller offers. ListVolumes only when some backend can
+/// enumerate its volumes: NFS volumes live on whatever exports
+/// StorageClasses name, which the driver cannot.
 fn capabilities(driver: &Driver) -> Vec<RpcType> {
     let mut rpcs = vec![
         RpcType::CreateDeleteVolume,
@@ -39,7 +39,7 @@ fn capabilities(driver: &Driver) -> Vec<RpcType> {
         RpcType::SingleNodeMultiWriter,
         RpcType::ExpandVolume,
     ];
-    if driver.backends.local.is_some() {
+    if driver.backends.lister().is_some() {
         rpcs.push(RpcType::ListVolumes);
     }
     rpcs.extend(crate::snapshots::capabilities(driver));
@@ -141,7 +141,7 @@ impl ControllerService {
         let _guard = self.0.locks.lock(&lock_key).await;
         let volume = match &source {
             None => blocking(move || backend.create(&request)).await?,
-            Some(source) => crate::snapshots::create_volume_from(&self.0, request, source).await?,
+            Some(source) => backend.create_from(request, source.clone()).await?,
         };
         let mut volume = to_wire(volume);
         volume.content_source = source.as_ref().map(crate::snapshots::source_to_wire);
@@ -160,7 +160,7 @@ impl ControllerService {
         };
         let backend = self.0.backends.for_id(&id)?;
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        crate::snapshots::stop_restore(&self.0, &id).await;
+        backend.clone().stop_restore(id.clone()).await;
         blocking(move || backend.delete(&id)).await?;
         Ok(DeleteVolumeResponse {})
     }
@@ -213,20 +213,21 @@ impl ControllerService {
         })
     }
 
-    /// Lists this node's local volumes. NFS volumes are not listed: the
-    /// driver cannot know every export a StorageClass might name.
+    /// Lists the volumes of the backend that can enumerate them (this
+    /// node's local volumes). NFS volumes are not listed: the driver cannot
+    /// know every export a StorageClass might name.
     async fn list(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
         let max = usize::try_from(req.max_entries)
             .map_err(|_| Error::InvalidArgument("max_entries must not be negative".into()))?;
         let after = page_token::parse("volumes", &req.starting_token)?;
-        let Some(local) = self.0.backends.local.clone() else {
+        let Some(lister) = self.0.backends.lister() else {
             return Err(Error::Unimplemented(
                 "ListVolumes lists local volumes, which this cairn-csi does not serve".into(),
             ));
         };
         let (page, health) = blocking(move || {
-            let page = local.list(after.as_ref(), max)?;
-            let health: Vec<Health> = page.volumes.iter().map(|v| local.health(&v.id)).collect();
+            let page = lister.list(after.as_ref(), max)?;
+            let health: Vec<Health> = page.volumes.iter().map(|v| lister.health(&v.id)).collect();
             Ok((page, health))
         })
         .await?;
@@ -256,13 +257,14 @@ impl ControllerService {
             check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
         }
         let parameters = sorted(&req.parameters);
-        // An NFS-only driver owns no storage until a StorageClass names a server.
-        if self.0.backends.local.is_none()
-            && !parameters.contains_key(crate::backend::nfs::SERVER_PARAMETER)
-        {
+        // A StorageClass that names no backend falls to the default one; a
+        // driver not serving that owns no storage for it (an NFS-only
+        // driver, until a StorageClass names a server).
+        let kind = BackendKind::for_parameters(&parameters);
+        if !BackendKind::is_named_by(&parameters) && self.0.backends.get(kind).is_err() {
             return Ok(GetCapacityResponse::default());
         }
-        let backend = self.0.backends.for_parameters(&parameters)?;
+        let backend = self.0.backends.get(kind)?;
         backend.check_parameters(&parameters)?;
         let here = match backend.node() {
             Some(node) => req

@@ -7,13 +7,6 @@ use crate::paths::KubeletDir;
 use crate::published::PublishedRecords;
 use crate::staged::StagedRecords;
 
-/// Which kinds of volumes this process serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    Local,
-    Nfs,
-}
-
 /// Which services this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {

@@ -11,7 +11,6 @@
 //! ready, which `kubectl get pods` and `kubectl rollout status` show, and
 //! the gauge `cairn_local_maximum_volume_bytes` lets an alert say which node.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -22,7 +21,6 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::backend::Backend;
 use crate::driver::Driver;
 use crate::metrics::{self, BackendLabels, MountLabels};
 use crate::rpc::blocking;
@@ -46,31 +44,26 @@ pub async fn serve(
 }
 
 async fn healthz(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
-    let local = driver.backends.local.clone();
-    let ready = match local {
-        Some(local) => blocking(move || local.ready()).await,
-        None => Ok(()),
-    };
-    match ready {
+    let backends = driver.backends.clone();
+    match blocking(move || backends.ready()).await {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
 }
 
-/// Ready when the local root is usable and could take a new volume: the
-/// same `maximum_volume_size` GetCapacity reports (and the scheduler sees
-/// through CSIStorageCapacity) is not 0. Without the local backend, as
-/// `/healthz`.
+/// Ready when every backend is usable and could take a new volume (the
+/// local root: the same `maximum_volume_size` GetCapacity reports, which
+/// the scheduler sees through CSIStorageCapacity, is not 0).
 async fn readyz(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
-    let Some(local) = driver.backends.local.clone() else {
-        return (StatusCode::OK, "ok\n".to_string());
-    };
-    let maximum = blocking(move || {
-        local.ready()?;
-        local.maximum_volume_bytes(&BTreeMap::new(), &[])
+    let backends = driver.backends.clone();
+    let ready = blocking(move || {
+        backends.ready()?;
+        Ok(backends
+            .iter()
+            .try_for_each(|backend| backend.accepts_new_volumes()))
     })
     .await;
-    match maximum.map_err(|e| e.to_string()).and_then(readiness) {
+    match ready.map_err(|e| e.to_string()).and_then(|accepts| accepts) {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -79,49 +72,40 @@ async fn readyz(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
     }
 }
 
-/// Whether a node whose local volumes can be at most `maximum` bytes is
-/// ready; the refusal says what to look for.
-fn readiness(maximum: Option<u64>) -> Result<(), String> {
-    if maximum == Some(0) {
-        return Err(
-            "this node accepts no new local volume (GetCapacity reports 0): its local root \
-             cannot enforce volume sizes and --unenforced-capacity=refuse is set (the startup \
-             log line \"cannot enforce volume sizes\" or \"does not enforce them\" says why), \
-             or with --overcommit=false everything is already promised"
-                .to_string(),
-        );
-    }
-    Ok(())
-}
-
 async fn scrape(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
     let counted = blocking(move || {
-        let Some(local) = &driver.backends.local else {
-            return Ok((0, Default::default(), None));
-        };
-        let volumes = local.count()?;
-        let mounts = match &driver.kubelet {
-            Some(kubelet) => local.count_mounts(kubelet.real())?,
-            None => Default::default(),
-        };
-        let maximum = local.maximum_volume_bytes(&BTreeMap::new(), &[])?;
-        Ok((volumes, mounts, maximum))
+        let kubelet = driver.kubelet.as_ref().map(|k| k.real().to_path_buf());
+        let mut censuses = Vec::new();
+        for backend in driver.backends.iter() {
+            if let Some(census) = backend.census(kubelet.as_deref())? {
+                censuses.push((backend.kind(), census));
+            }
+        }
+        Ok(censuses)
     })
     .await;
     let metrics = metrics::global();
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     match counted {
-        Ok((volumes, mounts, maximum)) => {
-            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-            metrics
-                .volumes
-                .get_or_create(&BackendLabels { backend: "local" })
-                .set(gauge(volumes));
-            if let Some(maximum) = maximum {
+        Ok(censuses) => {
+            let (mut staging, mut publish) = (0, 0);
+            for (kind, census) in censuses {
                 metrics
-                    .local_maximum_volume_bytes
-                    .set(i64::try_from(maximum).unwrap_or(i64::MAX));
+                    .volumes
+                    .get_or_create(&BackendLabels {
+                        backend: kind.as_str(),
+                    })
+                    .set(gauge(census.volumes));
+                // Only a backend bound to this node has a maximum here.
+                if let Some(maximum) = census.maximum_volume_bytes {
+                    metrics
+                        .local_maximum_volume_bytes
+                        .set(i64::try_from(maximum).unwrap_or(i64::MAX));
+                }
+                staging += census.mounts.staging;
+                publish += census.mounts.publish;
             }
-            for (kind, n) in [("staging", mounts.staging), ("publish", mounts.publish)] {
+            for (kind, n) in [("staging", staging), ("publish", publish)] {
                 metrics
                     .mounts
                     .get_or_create(&MountLabels { kind })
@@ -141,19 +125,5 @@ async fn scrape(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::readiness;
-
-    #[test]
-    fn a_node_that_takes_no_local_volume_is_not_ready_and_says_why() {
-        let why = readiness(Some(0)).unwrap_err();
-        assert!(why.contains("--unenforced-capacity=refuse"), "{why}");
-        assert!(why.contains("cannot enforce volume sizes"), "{why}");
-        assert_eq!(readiness(Some(1 << 30)), Ok(()));
-        assert_eq!(readiness(None), Ok(()));
     }
 }

@@ -47,8 +47,8 @@ impl Identity for IdentityService {
             if self.0.mode.serves_controller() {
                 capabilities.push(service(ServiceType::ControllerService));
             }
-            // Local volumes are reachable from one node only.
-            if self.0.backends.local.is_some() {
+            // Volumes bound to a node (local ones) are reachable from it only.
+            if self.0.backends.binds_to_nodes() {
                 capabilities.push(service(ServiceType::VolumeAccessibilityConstraints));
             }
             // Volumes grow while in use: a local volume's quota limit and an
@@ -67,15 +67,12 @@ impl Identity for IdentityService {
         &self,
         _request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
-        let local = self.0.backends.local.clone();
+        let backends = self.0.backends.clone();
         observe("Probe", "", async move {
-            // One stat of the local root: cheap, and never blocks the
-            // runtime. NFS servers are not probed: a slow server must not
-            // make the kubelet restart the driver.
-            let ready = match local {
-                Some(local) => blocking(move || Ok(local.ready())).await?,
-                None => Ok(()),
-            };
+            // Each backend's own cheap check (one stat of the local root),
+            // off the runtime. NFS servers are not probed: a slow server
+            // must not make the kubelet restart the driver.
+            let ready = blocking(move || Ok(backends.ready())).await?;
             if let Err(e) = &ready {
                 tracing::warn!(error = %e, "not ready");
             }

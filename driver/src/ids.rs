@@ -9,6 +9,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use crate::backend::BackendKind;
 use crate::error::{quote, Error};
 
 /// CSI's general limit for strings, ids included (spec.md, "Size Limits").
@@ -374,6 +375,14 @@ impl VolumeId {
 
     /// The key calls on this volume serialize on, whichever call names it
     /// (CreateVolume computes the id first and takes the same one).
+    /// The backend that issued this id.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            VolumeId::Local(_) => BackendKind::Local,
+            VolumeId::Nfs(_) => BackendKind::Nfs,
+        }
+    }
+
     pub fn lock_key(&self) -> LockKey {
         match self {
             VolumeId::Local(id) => LockKey(id.key.to_string()),
@@ -527,6 +536,14 @@ impl SnapshotId {
     /// The key calls on this snapshot serialize on; never equal to a
     /// volume's (a local volume's has no `:`, an NFS volume's starts
     /// `nfs:`, a snapshot's `snap:` or `nfs-snap:`).
+    /// The backend that issued this id.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            SnapshotId::Local(_) => BackendKind::Local,
+            SnapshotId::Nfs(_) => BackendKind::Nfs,
+        }
+    }
+
     pub fn lock_key(&self) -> LockKey {
         match self {
             SnapshotId::Local(id) => LockKey(format!("{SNAPSHOT_TAG}:{}", id.key)),

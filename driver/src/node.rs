@@ -321,7 +321,7 @@ impl NodeService {
             .node
             .as_ref()
             .and_then(|node| ephemeral::volume_id(&req.volume_id, node))
-            .and(self.0.backends.local.clone());
+            .and(self.0.backends.inline_host().ok());
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
         // One key per volume, the controller's too: an unpublish never
@@ -375,7 +375,7 @@ impl NodeService {
                 req.volume_id
             ))
         })?;
-        let local = self.0.backends.local()?.clone();
+        let local = self.0.backends.inline_host()?;
         let kubelet = self.kubelet()?.clone();
         let target = kubelet.check(&req.target_path, "target_path")?;
         let cap = check_capability(&*local, req.volume_capability.as_ref())?;
@@ -400,13 +400,14 @@ impl NodeService {
                 access: AccessKind::Mount,
             })?;
             let target = kubelet.resolve(&target, true)?;
+            let (source, volume) = local.unstaged_source(&id)?;
             if let Some(state) = mount_point_dir(&target)? {
                 if state.is_mount_root {
-                    let volume = local.data_state(&id)?;
                     return already_published(&id, &target, &state, &volume, flags);
                 }
             }
-            local.bind_data(&id, &target, flags)?;
+            mount::bind(&source, &target, flags)
+                .map_err(Error::io("bind-mount volume at", &target))?;
             Ok(NodePublishVolumeResponse {})
         })
         .await
@@ -751,12 +752,11 @@ impl Node for NodeService {
             Ok(NodeGetInfoResponse {
                 node_id: node.to_string(),
                 max_volumes_per_node: self.0.max_volumes_per_node,
-                // Only local volumes are bound to nodes.
+                // Only volumes of backends bound to nodes have topology.
                 accessible_topology: self
                     .0
                     .backends
-                    .local
-                    .is_some()
+                    .binds_to_nodes()
                     .then(|| topology::of_node(node)),
             })
         })

@@ -11,12 +11,11 @@ use cairn_proto::v1::node_server::NodeServer;
 use tokio::net::UnixListener;
 use tonic::codegen::http;
 
-use crate::backend::local::{LocalBackend, LocalOptions};
-use crate::backend::nfs::NfsBackend;
-use crate::backend::Backends;
+use crate::backend::local::LocalOptions;
+use crate::backend::{Backends, Settings};
 use crate::cli::ServeArgs;
 use crate::controller::ControllerService;
-use crate::driver::{check_driver_name, BackendChoice, Driver};
+use crate::driver::{check_driver_name, Driver};
 use crate::identity::IdentityService;
 use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
@@ -30,64 +29,42 @@ use crate::{connections, health, rpc, signal, socket};
 /// async runtime (the NFS backend keeps a handle to it).
 pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
     check_driver_name(&args.driver_name).map_err(anyhow::Error::msg)?;
-    let serves_local = args.backends.contains(&BackendChoice::Local);
     let node = match &args.node_id {
         Some(id) => Some(NodeId::parse(id).context("--node-id")?),
-        None if serves_local || args.mode.serves_node() => {
-            bail!("--node-id (or NODE_ID) is required to serve local volumes or the node service")
+        None if args.mode.serves_node() => {
+            bail!("--node-id (or NODE_ID) is required to serve the node service")
         }
+        // Backends bound to a node say so when they are opened.
         None => None,
     };
     if args.max_volumes_per_node < 0 {
         bail!("--max-volumes-per-node must be 0 (no limit) or more");
     }
-    let mut backends = Backends::default();
-    if let (true, Some(node)) = (serves_local, &node) {
-        let options = LocalOptions {
+    let settings = Settings {
+        kinds: args.backends.clone(),
+        node: node.clone(),
+        serves_node: args.mode.serves_node(),
+        default_volume_size: args.default_volume_size,
+        local_root: args.local_root.clone(),
+        local: LocalOptions {
             unenforced: args.unenforced_capacity,
             overcommit: args.overcommit,
-        };
-        let local = LocalBackend::open_with(
-            node.clone(),
-            &args.local_root,
-            args.default_volume_size,
-            options,
-        )
-        .with_context(|| {
-            format!(
-                "--local-root {}: create the directory, point the flag at one, \
-                     or leave local out of --backends",
-                args.local_root.display()
-            )
-        })?;
-        // Loop devices are the node plugin's: only it clears what a crash
-        // left attached (a controller-only process would race its stages).
-        // Failing to check is logged, not fatal: mount volumes still work.
-        if args.mode.serves_node() {
-            match local.recover_block_devices() {
-                Ok(recovered) => tracing::info!(
-                    kept = recovered.kept,
-                    detached = recovered.detached,
-                    "loop devices of block volumes checked"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not check loop devices of block volumes")
-                }
+        },
+        nfs_timeout: Duration::from_secs(args.nfs_timeout),
+    };
+    let backends = Backends::open(&settings)?;
+    if backends.is_empty() {
+        bail!("--backends names no backend to serve");
+    }
+    // What a crash left behind on the node (loop devices) is the node
+    // plugin's to clear: a controller-only process would race its stages.
+    // Failing to check is logged, not fatal: mount volumes still work.
+    if args.mode.serves_node() {
+        for backend in backends.iter() {
+            if let Err(e) = backend.recover_node() {
+                tracing::warn!(backend = %backend.kind(), error = %e, "could not recover node state");
             }
         }
-        backends.local = Some(Arc::new(local));
-    }
-    if args.backends.contains(&BackendChoice::Nfs) {
-        let timeout = Duration::from_secs(args.nfs_timeout.max(1));
-        backends.nfs = Some(Arc::new(NfsBackend::new(
-            timeout,
-            timeout,
-            args.default_volume_size,
-            tokio::runtime::Handle::current(),
-        )));
-    }
-    if backends.local.is_none() && backends.nfs.is_none() {
-        bail!("--backends names no backend to serve");
     }
     let kubelet = if args.mode.serves_node() {
         Some(KubeletDir::open(&args.kubelet_dir).with_context(|| {
@@ -247,7 +224,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "serving"
     );
-    let local = driver.backends.local.clone();
+    let backends = driver.backends.clone();
     let result = serve(
         driver,
         listener,
@@ -255,10 +232,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_timeout),
     )
     .await;
-    // Copies still running (a long full-copy snapshot) would hold up the
-    // exit: stop them; their scratch is removed now or at the next start.
-    if let Some(local) = local {
-        local.cancel_copies();
+    // Work still running (a long full-copy snapshot) would hold up the exit.
+    for backend in backends.iter() {
+        backend.shut_down();
     }
     let _ = stop_health.send(());
     if let Some(health) = health {

@@ -1,107 +1,43 @@
 //! The CSI snapshot calls — CreateSnapshot, DeleteSnapshot, ListSnapshots,
 //! GetSnapshot — and CreateVolume's `volume_content_source`: validation,
-//! conversion to and from the wire, and waiting on copies. The controller's
-//! handlers call these; what a snapshot is on disk lives in
-//! `backend::local::snapshot` and `backend::nfs::snapshot`. An NFS
-//! snapshot is a copy made on the export through the userspace client:
-//! synchronous, ready when CreateSnapshot answers.
-//!
-//! `ready_to_use` is honest: CreateSnapshot waits up to [`GRACE`] for the
-//! copy (a reflink copy finishes in milliseconds) and otherwise answers
-//! `ready_to_use: false` while the copy goes on; the external-snapshotter
-//! repeats the call, which joins the running copy, until it is ready.
-//!
-//! How that reads against the spec: a local snapshot is "cut" when
-//! CreateSnapshot first answers with its id, and the copy still running is
-//! its "post-processing" (spec: `ready_to_use` false until processed), so
-//! ListSnapshots and GetSnapshot show it, not ready. A file-by-file copy is
-//! no point-in-time image in any case: an application that needs one must
-//! hold its writes until the snapshot is ready, not only until the call
-//! returns.
+//! locking, and conversion to and from the wire. What a snapshot is, and
+//! how long a call waits for its copy, is the backend's
+//! ([`Backend::create_snapshot`] and the methods beside it).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use cairn_proto::v1::controller_service_capability::rpc::Type as RpcType;
 use cairn_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use cairn_proto::v1::*;
 
-use crate::backend::local::{LocalBackend, RestoreState, SnapshotState};
-use crate::backend::nfs::snapshot::{NfsSnapshot, NfsSource};
-use crate::backend::nfs::NfsBackend;
-use crate::backend::{self, Backend, NewVolume};
+use crate::backend::{self, Backend};
 use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
-use crate::ids::{ContentSource, NfsSnapshotId, SnapshotId, VolumeId, VolumeName};
+use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeName};
 use crate::page_token;
-use crate::rpc::blocking;
-
-/// How long CreateSnapshot waits for its copy before answering
-/// `ready_to_use: false`.
-pub const GRACE: Duration = Duration::from_secs(1);
 
 /// Keys external-snapshotter adds with `--extra-create-metadata`.
 const SNAPSHOTTER_PREFIX: &str = "csi.storage.k8s.io/";
 /// VolumeSnapshotClass parameters a snapshot understands: none yet.
 const KNOWN_PARAMETERS: &[&str] = &[];
 
-/// `Backend::kind` of the NFS backend.
-const NFS: &str = "nfs";
-
 /// Controller capabilities for snapshots and clones. ListSnapshots only
-/// with local volumes: NFS snapshots live on whatever exports StorageClasses
-/// name, which the driver cannot enumerate (it still finds one by id).
+/// when some backend can enumerate its snapshots (NFS snapshots live on
+/// whatever exports StorageClasses name; the driver still finds one by id).
 pub fn capabilities(driver: &Driver) -> Vec<RpcType> {
     let mut rpcs = vec![
         RpcType::CreateDeleteSnapshot,
         RpcType::GetSnapshot,
         RpcType::CloneVolume,
     ];
-    if driver.backends.local.is_some() {
+    if driver.backends.lister().is_some() {
         rpcs.push(RpcType::ListSnapshots);
     }
     rpcs
 }
 
-/// The local backend, for local snapshots.
-fn local(driver: &Driver) -> Result<Arc<LocalBackend>> {
-    driver.backends.local.clone().ok_or_else(|| {
-        Error::FailedPrecondition(
-            "this cairn-csi does not serve local volumes or their snapshots (see --backends)"
-                .into(),
-        )
-    })
-}
-
-/// The NFS backend, for NFS snapshots.
-fn nfs(driver: &Driver) -> Result<Arc<NfsBackend>> {
-    driver.backends.nfs.clone().ok_or_else(|| {
-        Error::FailedPrecondition(
-            "this cairn-csi does not serve NFS volumes or their snapshots (see --backends)".into(),
-        )
-    })
-}
-
-fn timestamp(seconds: u64, nanos: u32) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: i64::try_from(seconds).unwrap_or(i64::MAX),
-        nanos: i32::try_from(nanos).unwrap_or(0),
-    }
-}
-
-fn nfs_to_wire(id: &NfsSnapshotId, snapshot: NfsSnapshot) -> Snapshot {
-    Snapshot {
-        size_bytes: i64::try_from(snapshot.size_bytes).unwrap_or(i64::MAX),
-        snapshot_id: SnapshotId::Nfs(id.clone()).to_string(),
-        source_volume_id: snapshot.source,
-        creation_time: Some(timestamp(snapshot.created.0, snapshot.created.1)),
-        ready_to_use: true,
-        group_snapshot_id: String::new(),
-    }
-}
-
-fn to_wire(snapshot: backend::local::Snapshot) -> Snapshot {
+fn to_wire(snapshot: backend::Snapshot) -> Snapshot {
     let since = snapshot
         .created
         .duration_since(UNIX_EPOCH)
@@ -110,7 +46,10 @@ fn to_wire(snapshot: backend::local::Snapshot) -> Snapshot {
         size_bytes: i64::try_from(snapshot.size_bytes).unwrap_or(i64::MAX),
         snapshot_id: snapshot.id.to_string(),
         source_volume_id: snapshot.source.to_string(),
-        creation_time: Some(timestamp(since.as_secs(), since.subsec_nanos())),
+        creation_time: Some(prost_types::Timestamp {
+            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
+        }),
         ready_to_use: snapshot.ready,
         group_snapshot_id: String::new(),
     }
@@ -134,7 +73,7 @@ fn check_parameters(parameters: &HashMap<String, String>) -> Result<()> {
     )))
 }
 
-/// CreateSnapshot. Secrets are ignored: local snapshots need none.
+/// CreateSnapshot. Secrets are ignored: snapshots need none.
 pub async fn create(driver: &Driver, req: CreateSnapshotRequest) -> Result<CreateSnapshotResponse> {
     let name = VolumeName::parse(&req.name)?;
     if req.source_volume_id.is_empty() {
@@ -142,42 +81,10 @@ pub async fn create(driver: &Driver, req: CreateSnapshotRequest) -> Result<Creat
     }
     let source = VolumeId::parse(&req.source_volume_id)?;
     check_parameters(&req.parameters)?;
-    if let VolumeId::Nfs(nfs_source) = &source {
-        let nfs = nfs(driver)?;
-        let id = NfsBackend::snapshot_id(nfs_source, &name)?;
-        let _guard = driver
-            .locks
-            .lock(&SnapshotId::Nfs(id.clone()).lock_key())
-            .await;
-        let snapshot = {
-            let id = id.clone();
-            blocking(move || nfs.create_snapshot(&id, &source, &name)).await?
-        };
-        return Ok(CreateSnapshotResponse {
-            snapshot: Some(nfs_to_wire(&id, snapshot)),
-        });
-    }
-    let local = local(driver)?;
-    let id = local.snapshot_id(name.key());
+    let backend = driver.backends.for_id(&source)?;
+    let id = backend.snapshot_id_for(&source, &name)?;
     let _guard = driver.locks.lock(&id.lock_key()).await;
-    let state = {
-        let local = local.clone();
-        blocking(move || local.snapshot_state(&name, &source)).await?
-    };
-    let job = match state {
-        SnapshotState::Ready(snapshot) => {
-            return Ok(CreateSnapshotResponse {
-                snapshot: Some(to_wire(snapshot)),
-            })
-        }
-        SnapshotState::Running(job) => job,
-        SnapshotState::New(plan) => local.start_snapshot(plan),
-    };
-    let snapshot = match tokio::time::timeout(GRACE, job.wait()).await {
-        Ok(done) => done?,
-        // Still copying: not ready; the next call joins this copy.
-        Err(_) => job.plan.pending.clone(),
-    };
+    let snapshot = backend.create_snapshot(name, source).await?;
     Ok(CreateSnapshotResponse {
         snapshot: Some(to_wire(snapshot)),
     })
@@ -194,20 +101,9 @@ pub async fn delete(driver: &Driver, req: DeleteSnapshotRequest) -> Result<Delet
         Err(Error::NotFound(_)) => return Ok(DeleteSnapshotResponse {}),
         Err(e) => return Err(e),
     };
+    let backend = driver.backends.for_snapshot(&id)?;
     let _guard = driver.locks.lock(&id.lock_key()).await;
-    if let SnapshotId::Nfs(nfs_id) = id {
-        let nfs = nfs(driver)?;
-        blocking(move || nfs.delete_snapshot(&nfs_id)).await?;
-        return Ok(DeleteSnapshotResponse {});
-    }
-    let local = local(driver)?;
-    if let Some(job) = local.snapshot_job(&id) {
-        job.cancel();
-        // Cancelled, failed or (having raced the cancel) finished: what is
-        // on disk now is deleted below.
-        let _ = job.wait().await;
-    }
-    blocking(move || local.delete_snapshot(&id)).await?;
+    backend.delete_snapshot(id).await?;
     Ok(DeleteSnapshotResponse {})
 }
 
@@ -227,20 +123,8 @@ pub async fn get(driver: &Driver, req: GetSnapshotRequest) -> Result<GetSnapshot
 
 /// The snapshot with this id, in wire form, if it exists.
 async fn find(driver: &Driver, id: SnapshotId) -> Result<Option<Snapshot>> {
-    match id {
-        SnapshotId::Nfs(nfs_id) => {
-            let nfs = nfs(driver)?;
-            let found = blocking(move || nfs.get_snapshot(&nfs_id).map(|s| (nfs_id, s))).await?;
-            Ok(match found {
-                (nfs_id, Some(snapshot)) => Some(nfs_to_wire(&nfs_id, snapshot)),
-                (_, None) => None,
-            })
-        }
-        SnapshotId::Local(_) => {
-            let local = local(driver)?;
-            Ok(blocking(move || local.snapshot(&id)).await?.map(to_wire))
-        }
-    }
+    let backend = driver.backends.for_snapshot(&id)?;
+    Ok(backend.snapshot(id).await?.map(to_wire))
 }
 
 /// ListSnapshots with pagination (the token is the last key returned) and
@@ -287,8 +171,12 @@ pub async fn list(driver: &Driver, req: ListSnapshotsRequest) -> Result<ListSnap
     let entry = |snapshot| list_snapshots_response::Entry {
         snapshot: Some(to_wire(snapshot)),
     };
-    let local = local(driver)?;
-    let page = blocking(move || local.list_snapshots(after.as_ref(), max, source.as_ref())).await?;
+    let lister = driver.backends.lister().ok_or_else(|| {
+        Error::Unimplemented(
+            "ListSnapshots lists local snapshots, which this cairn-csi does not serve".into(),
+        )
+    })?;
+    let page = lister.list_snapshots(after, max, source).await?;
     Ok(ListSnapshotsResponse {
         entries: page.snapshots.into_iter().map(entry).collect(),
         next_token: page
@@ -299,9 +187,9 @@ pub async fn list(driver: &Driver, req: ListSnapshotsRequest) -> Result<ListSnap
 }
 
 /// CreateVolume's `volume_content_source`, validated for a volume of
-/// `backend`. Only local volumes can be made from a source: for any other
-/// the source is unsupported (INVALID_ARGUMENT, as the spec asks of a plugin
-/// that cannot create from it). A source id this driver could never have
+/// `backend`. A source the backend cannot copy from (one on another
+/// backend) is unsupported: INVALID_ARGUMENT, as the spec asks of a plugin
+/// that cannot create from it. A source id this driver could never have
 /// issued names nothing that exists: NotFound, as for a deleted one.
 pub fn content_source(
     wire: Option<&VolumeContentSource>,
@@ -338,8 +226,7 @@ pub fn content_source(
     };
     // Copies stay on their backend: a local snapshot cannot fill an export,
     // nor an NFS one a node's disk (the spec's "unsupported source").
-    let source_is_nfs = nfs_source(&source).is_some();
-    if source_is_nfs != (backend.kind() == NFS) {
+    if !backend.takes_source(&source) {
         return Err(Error::InvalidArgument(format!(
             "{} volumes cannot be created from {source}: it lives on the other backend",
             backend.kind()
@@ -362,59 +249,10 @@ pub fn source_to_wire(source: &ContentSource) -> VolumeContentSource {
     }
 }
 
-/// CreateVolume of a local volume from a snapshot (restore) or a volume
-/// (clone), `source` from [`content_source`]: waits for the copy, joining
-/// one that a previous call (whose caller gave up) started. The caller
-/// holds the volume's lock.
-pub async fn create_volume_from(
-    driver: &Driver,
-    request: NewVolume,
-    source: &ContentSource,
-) -> Result<backend::Volume> {
-    if let Some(nfs_source) = nfs_source(source) {
-        let nfs = nfs(driver)?;
-        return blocking(move || nfs.create_with(&request, Some(&nfs_source))).await;
-    }
-    let local = local(driver)?;
-    let state = {
-        let (local, source) = (local.clone(), source.clone());
-        blocking(move || local.restore_state(&request, &source)).await?
-    };
-    let job = match state {
-        RestoreState::Existing(volume) => return Ok(volume),
-        RestoreState::Running(job) => job,
-        RestoreState::New(plan) => local.start_restore(plan),
-    };
-    job.wait().await
-}
-
-/// The NFS form of a content source, when it names an NFS snapshot or volume.
-fn nfs_source(source: &ContentSource) -> Option<NfsSource> {
-    match source {
-        ContentSource::Snapshot(SnapshotId::Nfs(id)) => Some(NfsSource::Snapshot(id.clone())),
-        ContentSource::Volume(VolumeId::Nfs(id)) => Some(NfsSource::Volume(id.clone())),
-        _ => None,
-    }
-}
-
-/// Stops a restore still running for `id` (DeleteVolume of a volume whose
-/// CreateVolume was given up on), so it cannot appear after the delete.
-pub async fn stop_restore(driver: &Driver, id: &VolumeId) {
-    let Some(job) = driver
-        .backends
-        .local
-        .as_ref()
-        .and_then(|local| local.restore_job(id))
-    else {
-        return;
-    };
-    job.cancel();
-    let _ = job.wait().await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn an_nfs_volume_takes_only_nfs_sources() {
@@ -454,8 +292,13 @@ mod tests {
         assert!(err.contains("speed"), "{err}");
     }
 
-    fn local_backend(root: &std::path::Path) -> LocalBackend {
-        LocalBackend::open(crate::ids::NodeId::parse("node-a").unwrap(), root, 1 << 20).unwrap()
+    fn local_backend(root: &std::path::Path) -> crate::backend::local::LocalBackend {
+        crate::backend::local::LocalBackend::open(
+            crate::ids::NodeId::parse("node-a").unwrap(),
+            root,
+            1 << 20,
+        )
+        .unwrap()
     }
 
     #[test]

@@ -893,8 +893,7 @@ async fn block_volumes_snapshot_restore_and_clone_through_their_devices() {
         write_direct(dev, SIZE as u64 - 4096, 0xa5).unwrap();
     })
     .await;
-    let snapshot = try_snapshot(&mut c, "snap-block", &src).await.unwrap();
-    assert!(snapshot.ready_to_use);
+    let snapshot = ready_snapshot(&mut c, "snap-block", &src).await;
     assert_eq!(snapshot.size_bytes, SIZE);
     // The source moves on after the snapshot.
     with_device(&driver, "pvc-block-src", &src, |dev| {

@@ -1,8 +1,14 @@
 //! What a volume *is*: the [`Backend`] trait and its implementations, and
-//! [`Backends`], which picks one by volume id or StorageClass parameters.
-//! The gRPC adapters validate requests and call these; they never touch
-//! storage themselves. All methods may block on I/O: call them off the
-//! async runtime (see `rpc::blocking`).
+//! [`Backends`], the registry that picks one by kind, volume or snapshot
+//! id, or StorageClass parameters. The gRPC adapters validate requests and
+//! call these; they never touch storage themselves and never ask which
+//! backend they hold. The trait is the only way in.
+//!
+//! The synchronous methods may block on I/O: call them off the async
+//! runtime (see `rpc::blocking`; short local node work may run inline,
+//! `rpc::node_work`). The `async` ones (snapshots, restores and clones,
+//! which wait on copies that outlive their call) put their own blocking
+//! work on the pool.
 
 pub mod local;
 pub mod nfs;
@@ -11,13 +17,55 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use cairn_proto::v1::VolumeCapability;
 
 use crate::capability::{AccessKind, Unsupported};
 use crate::capacity::Range;
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, VolumeId, VolumeName};
-use crate::mount::{BindFlags, PathState};
+use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::mount::{BindFlags, MountCounts, PathState};
+
+/// The kinds of backend Cairn has. Each owns its id formats; the registry
+/// holds at most one backend of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum BackendKind {
+    Local,
+    Nfs,
+}
+
+impl BackendKind {
+    /// Short name for logs, metrics and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Nfs => "nfs",
+        }
+    }
+
+    /// The kind a StorageClass asks for: NFS when it names a `server`,
+    /// local otherwise.
+    pub fn for_parameters(parameters: &BTreeMap<String, String>) -> Self {
+        if parameters.contains_key(nfs::SERVER_PARAMETER) {
+            BackendKind::Nfs
+        } else {
+            BackendKind::Local
+        }
+    }
+
+    /// Whether a StorageClass with these parameters names its backend
+    /// rather than falling to the default one.
+    pub fn is_named_by(parameters: &BTreeMap<String, String>) -> bool {
+        parameters.contains_key(nfs::SERVER_PARAMETER)
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A CreateVolume request after validation.
 #[derive(Debug, Clone)]
@@ -40,6 +88,43 @@ pub struct Volume {
     pub parameters: BTreeMap<String, String>,
     /// The one node the volume can be used on; `None`: any node.
     pub node: Option<NodeId>,
+}
+
+/// One page of a volume listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub volumes: Vec<Volume>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<VolumeKey>,
+}
+
+/// A snapshot as its backend reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub source: VolumeId,
+    pub size_bytes: u64,
+    pub created: SystemTime,
+    /// False while its copy is still running.
+    pub ready: bool,
+}
+
+/// One page of a snapshot listing.
+#[derive(Debug, Clone)]
+pub struct SnapshotPage {
+    pub snapshots: Vec<Snapshot>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<VolumeKey>,
+}
+
+/// What `/metrics` shows of a backend that keeps count of its volumes.
+#[derive(Debug, Clone, Default)]
+pub struct Census {
+    pub volumes: usize,
+    /// Staging and publish mounts of its volumes under the kubelet dir.
+    pub mounts: MountCounts,
+    /// The largest volume it could create now (GetCapacity's maximum).
+    pub maximum_volume_bytes: Option<u64>,
 }
 
 /// Whether a volume's storage is usable.
@@ -89,9 +174,10 @@ pub struct Stats {
     pub health: Health,
 }
 
+#[tonic::async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Short name for logs and metrics.
-    fn kind(&self) -> &'static str;
+    /// Which backend this is (logs, metrics, the registry's key).
+    fn kind(&self) -> BackendKind;
     /// The node this backend's volumes are bound to, if any (topology).
     fn node(&self) -> Option<&NodeId>;
     /// Whether node calls on this backend's volumes touch only this node's
@@ -104,12 +190,12 @@ pub trait Backend: Send + Sync + 'static {
     fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()>;
     /// Whether a volume of this backend can serve `capability`.
     fn supports(&self, capability: &VolumeCapability) -> Result<(), Unsupported>;
-    /// Creates the volume, or returns the existing one with that name when
-    /// `request` is compatible with it (AlreadyExists otherwise).
     /// The id CreateVolume would give the volume `request` asks for,
     /// without touching storage: the controller locks on it before
     /// creating, the key every later call on the volume takes.
     fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId>;
+    /// Creates the volume, or returns the existing one with that name when
+    /// `request` is compatible with it (AlreadyExists otherwise).
     fn create(&self, request: &NewVolume) -> Result<Volume>;
     /// Deletes the volume; an unknown volume is already deleted.
     fn delete(&self, id: &VolumeId) -> Result<()>;
@@ -188,59 +274,238 @@ pub trait Backend: Send + Sync + 'static {
         capability: Option<&VolumeCapability>,
         capacity: &Range,
     ) -> Result<u64>;
+
+    // ---- Listing, readiness and lifecycle of the process ----
+
+    /// Whether this backend can enumerate its volumes and snapshots
+    /// (ListVolumes, ListSnapshots). One whose volumes live wherever
+    /// StorageClasses point cannot.
+    fn can_list(&self) -> bool {
+        false
+    }
+    /// One page of volumes after `after`, at most `max` (0: no limit).
+    fn list(&self, _after: Option<&VolumeKey>, _max: usize) -> Result<Page> {
+        Err(Error::Unimplemented(format!(
+            "{} volumes cannot be listed",
+            self.kind()
+        )))
+    }
+    /// Whether the backend can serve calls now (Probe, `/healthz`): a
+    /// cheap check that never waits on a remote server.
+    fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the backend could take a new volume now (`/readyz`); the
+    /// refusal says what an operator should look for.
+    fn accepts_new_volumes(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Counts for `/metrics`; `None` when the backend keeps none.
+    /// `kubelet` is the real kubelet dir when the node service runs.
+    fn census(&self, _kubelet: Option<&Path>) -> Result<Option<Census>> {
+        Ok(None)
+    }
+    /// Whatever a node plugin must put right after a crash before serving
+    /// (loop devices left attached). Failing is logged, not fatal.
+    fn recover_node(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The process is stopping: stop work that would hold up the exit.
+    fn shut_down(&self) {}
+
+    // ---- Inline ephemeral volumes (CSI ephemeral, in the pod spec) ----
+
+    /// Whether this backend hosts the kubelet's inline ephemeral volumes.
+    fn hosts_inline_volumes(&self) -> bool {
+        false
+    }
+    /// For a volume published without staging (inline ephemeral): the
+    /// directory to bind at the target, with what one statx of it says
+    /// (to recognise it in a mount found there).
+    fn unstaged_source(&self, id: &VolumeId) -> Result<(PathBuf, PathState)> {
+        Err(Error::FailedPrecondition(format!(
+            "volume {id}: {} volumes are published from their staging path only",
+            self.kind()
+        )))
+    }
+
+    // ---- Snapshots, restores and clones ----
+
+    /// The id CreateSnapshot gives snapshot `name` of `source`, without
+    /// touching storage (the key the call locks).
+    fn snapshot_id_for(&self, source: &VolumeId, _name: &VolumeName) -> Result<SnapshotId> {
+        Err(Error::InvalidArgument(format!(
+            "volume {source}: {} volumes have no snapshots",
+            self.kind()
+        )))
+    }
+    /// CreateSnapshot of `source`, idempotent on `name`. May answer a
+    /// snapshot not yet ready while its copy goes on; a repeat joins it.
+    async fn create_snapshot(
+        self: Arc<Self>,
+        name: VolumeName,
+        source: VolumeId,
+    ) -> Result<Snapshot> {
+        Err(Error::InvalidArgument(format!(
+            "volume {source} ({}): {} volumes have no snapshots",
+            name.as_str(),
+            self.kind()
+        )))
+    }
+    /// DeleteSnapshot; a copy still running for it is stopped first. An
+    /// unknown snapshot is already deleted.
+    async fn delete_snapshot(self: Arc<Self>, _id: SnapshotId) -> Result<()> {
+        Ok(())
+    }
+    /// The snapshot with this id, if it exists.
+    async fn snapshot(self: Arc<Self>, _id: SnapshotId) -> Result<Option<Snapshot>> {
+        Ok(None)
+    }
+    /// One page of snapshots after `after` (at most `max`, 0: no limit),
+    /// of `source` only when given. Only when [`Backend::can_list`].
+    async fn list_snapshots(
+        self: Arc<Self>,
+        _after: Option<VolumeKey>,
+        _max: usize,
+        _source: Option<VolumeId>,
+    ) -> Result<SnapshotPage> {
+        Err(Error::Unimplemented(format!(
+            "{} snapshots cannot be listed",
+            self.kind()
+        )))
+    }
+    /// Whether volumes of this backend can be made from `source`: copies
+    /// stay on their backend.
+    fn takes_source(&self, _source: &ContentSource) -> bool {
+        false
+    }
+    /// CreateVolume from a snapshot (restore) or a volume (clone): waits
+    /// for the copy, joining one a previous call (whose caller gave up)
+    /// started. The caller holds the volume's lock.
+    async fn create_from(
+        self: Arc<Self>,
+        request: NewVolume,
+        source: ContentSource,
+    ) -> Result<Volume> {
+        Err(Error::InvalidArgument(format!(
+            "{} volumes cannot be created from {source} ({})",
+            self.kind(),
+            request.name.as_str()
+        )))
+    }
+    /// Stops a restore still running for `id` (DeleteVolume of a volume
+    /// whose CreateVolume was given up on), so it cannot appear after the
+    /// delete.
+    async fn stop_restore(self: Arc<Self>, _id: VolumeId) {}
 }
 
-/// The backends this process serves, by kind.
+/// The backends this process serves, by kind: the one registry the
+/// adapters ask. A new backend registers here ([`Backends::open`]) and
+/// nowhere else.
 #[derive(Clone, Default)]
 pub struct Backends {
-    pub local: Option<Arc<local::LocalBackend>>,
-    pub nfs: Option<Arc<nfs::NfsBackend>>,
+    served: BTreeMap<BackendKind, Arc<dyn Backend>>,
 }
 
-fn not_served(kind: &str) -> Error {
+fn not_served(kind: BackendKind) -> Error {
     Error::FailedPrecondition(format!(
         "this cairn-csi does not serve {kind} volumes (see --backends)"
     ))
 }
 
 impl Backends {
-    /// The backend that owns `id`.
-    pub fn for_id(&self, id: &VolumeId) -> Result<Arc<dyn Backend>> {
-        match id {
-            VolumeId::Local(_) => self
-                .local
-                .clone()
-                .map(|b| b as Arc<dyn Backend>)
-                .ok_or_else(|| not_served("local")),
-            VolumeId::Nfs(_) => self
-                .nfs
-                .clone()
-                .map(|b| b as Arc<dyn Backend>)
-                .ok_or_else(|| not_served("NFS")),
+    /// Opens the backends the flags ask for.
+    pub fn open(settings: &Settings) -> Result<Self, anyhow::Error> {
+        let mut backends = Backends::default();
+        if settings.kinds.contains(&BackendKind::Local) {
+            backends.register(Arc::new(local::LocalBackend::from_settings(settings)?));
         }
+        if settings.kinds.contains(&BackendKind::Nfs) {
+            backends.register(Arc::new(nfs::NfsBackend::from_settings(settings)));
+        }
+        Ok(backends)
     }
 
-    /// The backend a StorageClass asks for: NFS when it names a `server`,
-    /// local otherwise.
+    /// Serves `backend`'s kind with it (replacing one of that kind).
+    pub fn register(&mut self, backend: Arc<dyn Backend>) {
+        self.served.insert(backend.kind(), backend);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.served.is_empty()
+    }
+
+    /// Every backend served, in kind order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
+        self.served.values()
+    }
+
+    /// The backend of this kind.
+    pub fn get(&self, kind: BackendKind) -> Result<Arc<dyn Backend>> {
+        self.served
+            .get(&kind)
+            .cloned()
+            .ok_or_else(|| not_served(kind))
+    }
+
+    /// The backend that owns `id`.
+    pub fn for_id(&self, id: &VolumeId) -> Result<Arc<dyn Backend>> {
+        self.get(id.kind())
+    }
+
+    /// The backend that owns snapshot `id`.
+    pub fn for_snapshot(&self, id: &SnapshotId) -> Result<Arc<dyn Backend>> {
+        self.get(id.kind())
+    }
+
+    /// The backend a StorageClass asks for.
     pub fn for_parameters(
         &self,
         parameters: &BTreeMap<String, String>,
     ) -> Result<Arc<dyn Backend>> {
-        if parameters.contains_key(nfs::SERVER_PARAMETER) {
-            self.nfs
-                .clone()
-                .map(|b| b as Arc<dyn Backend>)
-                .ok_or_else(|| not_served("NFS"))
-        } else {
-            self.local
-                .clone()
-                .map(|b| b as Arc<dyn Backend>)
-                .ok_or_else(|| not_served("local"))
-        }
+        self.get(BackendKind::for_parameters(parameters))
     }
 
-    /// The local backend, for what only it has (listing, topology).
-    pub fn local(&self) -> Result<&Arc<local::LocalBackend>> {
-        self.local.as_ref().ok_or_else(|| not_served("local"))
+    /// Whether every backend can serve calls now ([`Backend::ready`]).
+    pub fn ready(&self) -> Result<()> {
+        self.iter().try_for_each(|b| b.ready())
     }
+
+    /// Whether some volumes served here are bound to a node (topology).
+    pub fn binds_to_nodes(&self) -> bool {
+        self.iter().any(|b| b.node().is_some())
+    }
+
+    /// The backend whose volumes ListVolumes and ListSnapshots enumerate.
+    pub fn lister(&self) -> Option<Arc<dyn Backend>> {
+        self.iter().find(|b| b.can_list()).cloned()
+    }
+
+    /// The backend hosting inline ephemeral volumes.
+    pub fn inline_host(&self) -> Result<Arc<dyn Backend>> {
+        self.iter()
+            .find(|b| b.hosts_inline_volumes())
+            .cloned()
+            .ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "inline ephemeral volumes are local volumes, which this cairn-csi does not \
+                     serve (see --backends)"
+                        .into(),
+                )
+            })
+    }
+}
+
+/// What the backends are opened with (from the command line).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kinds: Vec<BackendKind>,
+    /// This node; required for backends bound to nodes.
+    pub node: Option<NodeId>,
+    /// Whether the node service runs in this process.
+    pub serves_node: bool,
+    pub default_volume_size: u64,
+    pub local_root: PathBuf,
+    pub local: local::LocalOptions,
+    pub nfs_timeout: std::time::Duration,
 }

@@ -517,6 +517,29 @@ pub async fn try_snapshot(
         })
 }
 
+/// CreateSnapshot repeated until the snapshot is ready, as the
+/// external-snapshotter does: a copy may outlast the call's grace period on
+/// a busy machine, and a repeat joins it.
+pub async fn ready_snapshot(
+    c: &mut ControllerClient<Channel>,
+    name: &str,
+    source: &str,
+) -> Snapshot {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let snapshot = try_snapshot(c, name, source)
+            .await
+            .unwrap_or_else(|e| panic!("CreateSnapshot {name}: {e}"));
+        if snapshot.ready_to_use {
+            return snapshot;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshot {name} not ready after 120 s"
+        );
+    }
+}
+
 pub fn snap_source(id: &str) -> Option<VolumeContentSource> {
     Some(VolumeContentSource {
         r#type: Some(SourceType::Snapshot(SnapshotSource {

@@ -32,24 +32,28 @@ mod jobs;
 mod snapshot;
 
 pub use jobs::Job;
-pub use snapshot::{
-    RestorePlan, RestoreState, Snapshot, SnapshotPage, SnapshotPlan, SnapshotState,
-};
+pub use snapshot::{RestorePlan, RestoreState, SnapshotPlan, SnapshotState, GRACE};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use cairn_proto::v1::VolumeCapability;
 
-use super::{Backend, Expanded, Health, NewVolume, Stats, Usage, Volume};
+use super::{
+    Backend, BackendKind, Census, Expanded, Health, NewVolume, Page, Settings, Snapshot,
+    SnapshotPage, Stats, Usage, Volume,
+};
 use crate::capability::{self, AccessKind, Unsupported};
 use crate::capacity::Range;
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::ids::{LocalVolumeId, NodeId, VolumeId, VolumeKey};
+use crate::ids::{
+    ContentSource, LocalVolumeId, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName,
+};
 use crate::mount::{self, BindFlags, MountCounts, PathState};
 use snapshot::Copies;
 
@@ -93,29 +97,29 @@ pub struct LocalOptions {
 }
 
 impl Default for LocalOptions {
-    /// Permissive, for embedding and unit tests; `cairn-csi serve` passes
-    /// its flags (default: refuse unenforced volumes) through
-    /// [`LocalBackend::open_with`].
+    /// What `cairn-csi serve` does without flags: refuse volumes whose size
+    /// cannot be enforced, allow overcommit.
     fn default() -> Self {
         Self {
-            unenforced: UnenforcedCapacity::Allow,
+            unenforced: UnenforcedCapacity::Refuse,
             overcommit: true,
         }
     }
+}
+
+impl LocalOptions {
+    /// Sizes recorded even where they cannot be enforced: for tests on
+    /// filesystems without project quotas, never the default.
+    pub const PERMISSIVE: Self = Self {
+        unenforced: UnenforcedCapacity::Allow,
+        overcommit: true,
+    };
 }
 
 /// Puts a new volume's initial content in place: into its (empty) `data/`
 /// directory, or for a block volume the `block` file into the scratch
 /// directory it is given.
 type Fill<'a> = &'a dyn Fn(&Path) -> Result<()>;
-
-/// One page of a volume listing.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub volumes: Vec<Volume>,
-    /// Where the next page starts, if there is one.
-    pub next: Option<VolumeKey>,
-}
 
 #[derive(Debug)]
 pub struct LocalBackend {
@@ -151,9 +155,27 @@ fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
 }
 
 impl LocalBackend {
-    /// [`Self::open_with`] with [`LocalOptions::default`].
+    /// [`Self::open_with`] with [`LocalOptions::PERMISSIVE`], for tests.
     pub fn open(node: NodeId, root: &Path, default_size: u64) -> Result<Self> {
-        Self::open_with(node, root, default_size, LocalOptions::default())
+        Self::open_with(node, root, default_size, LocalOptions::PERMISSIVE)
+    }
+
+    /// Opens the backend `cairn-csi serve` asked for, failing with what to fix.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let node = settings.node.clone().ok_or_else(|| {
+            anyhow::anyhow!("--node-id (or NODE_ID) is required to serve local volumes")
+        })?;
+        let root = &settings.local_root;
+        Self::open_with(node, root, settings.default_volume_size, settings.local).with_context(
+            || {
+                format!(
+                    "--local-root {}: create the directory, point the flag at one, \
+                     or leave local out of --backends",
+                    root.display()
+                )
+            },
+        )
     }
 
     /// Opens the root, creating its layout, clears what a crash left half
@@ -402,7 +424,7 @@ impl LocalBackend {
     }
 
     /// Volumes in key order, starting after `after`, at most `max` (0: all).
-    pub fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
+    fn list_volumes(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
         let dir = self.volumes_dir();
         let mut keys: Vec<VolumeKey> = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
@@ -438,7 +460,7 @@ impl LocalBackend {
     }
 
     /// Cheap readiness check for Probe: one stat of the volumes directory.
-    pub fn ready(&self) -> Result<()> {
+    fn root_is_usable(&self) -> Result<()> {
         let dir = self.volumes_dir();
         let meta = std::fs::metadata(&dir).map_err(Error::io("stat", &dir))?;
         if !meta.is_dir() {
@@ -525,23 +547,10 @@ impl LocalBackend {
     }
 }
 
-impl LocalBackend {
-    /// What one statx of the volume's directory says (for comparing mounts).
-    pub fn data_state(&self, id: &VolumeId) -> Result<PathState> {
-        self.data_dir(id).map(|(_, state)| state)
-    }
-
-    /// Binds the volume's directory straight at `target`: inline ephemeral
-    /// volumes have no staging step.
-    pub fn bind_data(&self, id: &VolumeId, target: &Path, flags: BindFlags) -> Result<()> {
-        let (data, _) = self.data_dir(id)?;
-        mount::bind(&data, target, flags).map_err(Error::io("bind-mount volume at", target))
-    }
-}
-
+#[tonic::async_trait]
 impl Backend for LocalBackend {
-    fn kind(&self) -> &'static str {
-        "local"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Local
     }
 
     fn node(&self) -> Option<&NodeId> {
@@ -840,6 +849,122 @@ impl Backend for LocalBackend {
     fn block_device(&self, id: &VolumeId, staging: &Path, read_only: bool) -> Result<PathBuf> {
         block::device(&self.block_dir(id)?, id, staging, read_only)
     }
+
+    fn can_list(&self) -> bool {
+        true
+    }
+
+    fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
+        self.list_volumes(after, max)
+    }
+
+    fn ready(&self) -> Result<()> {
+        self.root_is_usable()
+    }
+
+    fn accepts_new_volumes(&self) -> Result<(), String> {
+        // The same `maximum_volume_size` GetCapacity reports (and the
+        // scheduler sees through CSIStorageCapacity).
+        let maximum = self
+            .maximum_volume_bytes(&BTreeMap::new(), &[])
+            .map_err(|e| e.to_string())?;
+        if maximum == Some(0) {
+            return Err(
+                "this node accepts no new local volume (GetCapacity reports 0): its local root \
+                 cannot enforce volume sizes and --unenforced-capacity=refuse is set (the startup \
+                 log line \"cannot enforce volume sizes\" or \"does not enforce them\" says why), \
+                 or with --overcommit=false everything is already promised"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    fn census(&self, kubelet: Option<&Path>) -> Result<Option<Census>> {
+        Ok(Some(Census {
+            volumes: self.count()?,
+            mounts: match kubelet {
+                Some(kubelet) => self.count_mounts(kubelet)?,
+                None => MountCounts::default(),
+            },
+            maximum_volume_bytes: self.maximum_volume_bytes(&BTreeMap::new(), &[])?,
+        }))
+    }
+
+    /// Loop devices are the node plugin's: only it clears what a crash left
+    /// attached (a controller-only process would race its stages).
+    fn recover_node(&self) -> Result<()> {
+        let recovered = self.recover_block_devices()?;
+        tracing::info!(
+            kept = recovered.kept,
+            detached = recovered.detached,
+            "loop devices of block volumes checked"
+        );
+        Ok(())
+    }
+
+    /// Copies still running (a long full-copy snapshot) would hold up the
+    /// exit; their scratch is removed now or at the next start.
+    fn shut_down(&self) {
+        self.cancel_copies();
+    }
+
+    fn hosts_inline_volumes(&self) -> bool {
+        true
+    }
+
+    fn unstaged_source(&self, id: &VolumeId) -> Result<(PathBuf, PathState)> {
+        self.data_dir(id)
+    }
+
+    fn snapshot_id_for(&self, _source: &VolumeId, name: &VolumeName) -> Result<SnapshotId> {
+        Ok(self.snapshot_id(name.key()))
+    }
+
+    async fn create_snapshot(
+        self: Arc<Self>,
+        name: VolumeName,
+        source: VolumeId,
+    ) -> Result<Snapshot> {
+        self.take_snapshot(name, source).await
+    }
+
+    async fn delete_snapshot(self: Arc<Self>, id: SnapshotId) -> Result<()> {
+        self.drop_snapshot(id).await
+    }
+
+    async fn snapshot(self: Arc<Self>, id: SnapshotId) -> Result<Option<Snapshot>> {
+        crate::rpc::blocking(move || self.find_snapshot(&id)).await
+    }
+
+    async fn list_snapshots(
+        self: Arc<Self>,
+        after: Option<VolumeKey>,
+        max: usize,
+        source: Option<VolumeId>,
+    ) -> Result<SnapshotPage> {
+        crate::rpc::blocking(move || self.snapshot_page(after.as_ref(), max, source.as_ref())).await
+    }
+
+    /// Local snapshots and volumes: a copy never crosses backends.
+    fn takes_source(&self, source: &ContentSource) -> bool {
+        match source {
+            ContentSource::Snapshot(id) => id.kind() == BackendKind::Local,
+            ContentSource::Volume(id) => id.kind() == BackendKind::Local,
+        }
+    }
+
+    async fn create_from(
+        self: Arc<Self>,
+        request: NewVolume,
+        source: ContentSource,
+    ) -> Result<Volume> {
+        self.fill_from(request, source).await
+    }
+
+    async fn stop_restore(self: Arc<Self>, id: VolumeId) {
+        self.cancel_restore(&id).await;
+    }
 }
 
 #[cfg(test)]
@@ -862,6 +987,25 @@ mod tests {
             parameters: BTreeMap::new(),
             mount_flags: Vec::new(),
             access: AccessKind::Mount,
+        }
+    }
+
+    #[test]
+    fn a_node_that_takes_no_new_volume_is_not_ready_and_says_why() {
+        let root = tempfile::tempdir().unwrap();
+        let node = NodeId::parse("node-a").unwrap();
+        let permissive = backend(root.path());
+        assert_eq!(permissive.accepts_new_volumes(), Ok(()));
+        // The serve default: refuse sizes that cannot be enforced.
+        let strict =
+            LocalBackend::open_with(node, root.path(), 1 << 20, LocalOptions::default()).unwrap();
+        match strict.enforcement.check_create() {
+            Ok(()) => assert_eq!(strict.accepts_new_volumes(), Ok(())),
+            Err(_) => {
+                let why = strict.accepts_new_volumes().unwrap_err();
+                assert!(why.contains("--unenforced-capacity=refuse"), "{why}");
+                assert!(why.contains("cannot enforce volume sizes"), "{why}");
+            }
         }
     }
 
@@ -918,7 +1062,7 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
-        assert_eq!(b.list(None, 0).unwrap().volumes.len(), 1);
+        assert_eq!(b.list_volumes(None, 0).unwrap().volumes.len(), 1);
     }
 
     #[test]
@@ -931,7 +1075,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = b.list(after.as_ref(), 3).unwrap();
+            let page = b.list_volumes(after.as_ref(), 3).unwrap();
             seen.extend(page.volumes.into_iter().map(|v| v.id.to_string()));
             match page.next {
                 Some(next) => after = Some(next),

@@ -34,7 +34,7 @@ impl LocalBackend {
     pub(super) fn scan_volumes(&self) -> Result<(usize, u64)> {
         let mut count = 0;
         let mut promised = 0u64;
-        for volume in self.list(None, 0)?.volumes {
+        for volume in self.list_volumes(None, 0)?.volumes {
             let VolumeId::Local(local) = &volume.id else {
                 continue;
             };

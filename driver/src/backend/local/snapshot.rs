@@ -43,12 +43,28 @@ use serde::{Deserialize, Serialize};
 
 use super::jobs::{Job, Jobs};
 use super::{check_compatible, check_parameters, ledger, LocalBackend, Meta, DATA_DIR, META_FILE};
-use crate::backend::{NewVolume, Volume};
+use crate::backend::{NewVolume, Snapshot, SnapshotPage, Volume};
 use crate::capability::AccessKind;
 use crate::copy::{self, CopyStats};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, LocalSnapshotId, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::rpc::blocking;
+
+/// How long CreateSnapshot waits for its copy before answering
+/// `ready_to_use: false`.
+///
+/// `ready_to_use` is honest: a reflink copy finishes in milliseconds, and
+/// otherwise the call answers not ready while the copy goes on; the
+/// external-snapshotter repeats the call, which joins the running copy,
+/// until it is ready. How that reads against the spec: a local snapshot
+/// is "cut" when CreateSnapshot first answers with its id, and the copy
+/// still running is its "post-processing" (spec: `ready_to_use` false
+/// until processed), so ListSnapshots and GetSnapshot show it, not ready.
+/// A file-by-file copy is no point-in-time image in any case: an
+/// application that needs one must hold its writes until the snapshot is
+/// ready, not only until the call returns.
+pub const GRACE: Duration = Duration::from_secs(1);
 
 const SNAPSHOTS_DIR: &str = "snapshots";
 const PAYLOAD: &str = "payload";
@@ -103,25 +119,6 @@ struct SnapshotMeta {
     payload: PayloadKind,
     /// Whether every file shares its blocks with the source (for operators).
     reflinked: bool,
-}
-
-/// A snapshot as this backend reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub id: SnapshotId,
-    pub source: VolumeId,
-    pub size_bytes: u64,
-    pub created: SystemTime,
-    /// False while its copy is still running.
-    pub ready: bool,
-}
-
-/// One page of a snapshot listing.
-#[derive(Debug, Clone)]
-pub struct SnapshotPage {
-    pub snapshots: Vec<Snapshot>,
-    /// Where the next page starts, if there is one.
-    pub next: Option<VolumeKey>,
 }
 
 /// A snapshot to be made: checked, nothing written yet.
@@ -431,7 +428,7 @@ impl LocalBackend {
 
     /// The snapshot `id`, ready or being made; `None` when it does not
     /// exist here (another node's included).
-    pub fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
+    pub fn find_snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
         match self.own_snapshot(id) {
             Some(local) => self.snapshot_by_key(&local.key),
             None => Ok(None),
@@ -447,7 +444,7 @@ impl LocalBackend {
     /// Deletes a stored snapshot; an unknown one is already deleted. Another
     /// node's is FailedPrecondition (it must be deleted there). The caller
     /// has stopped any copy running for it.
-    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let Some(local) = self.own_snapshot(id) else {
             return Err(Error::FailedPrecondition(format!(
                 "snapshot {id} is held by another node than {}; delete it from there",
@@ -470,7 +467,7 @@ impl LocalBackend {
     /// Snapshots in key order after `after`, at most `max` (0: all), only
     /// those of `source` if given. Snapshots being made are listed, not
     /// ready.
-    pub fn list_snapshots(
+    pub fn snapshot_page(
         &self,
         after: Option<&VolumeKey>,
         max: usize,
@@ -699,6 +696,67 @@ impl LocalBackend {
             self.enforcement.warn_unenforced(&plan.key, capacity);
         }
         Ok(self.to_volume(plan.key.clone(), meta))
+    }
+
+    /// CreateSnapshot: the snapshot, a running copy joined, or a new copy
+    /// started; waits up to [`GRACE`] for the copy and otherwise answers
+    /// it not ready (the next call joins it).
+    pub(super) async fn take_snapshot(
+        self: Arc<Self>,
+        name: VolumeName,
+        source: VolumeId,
+    ) -> Result<Snapshot> {
+        let state = {
+            let backend = self.clone();
+            blocking(move || backend.snapshot_state(&name, &source)).await?
+        };
+        let job = match state {
+            SnapshotState::Ready(snapshot) => return Ok(snapshot),
+            SnapshotState::Running(job) => job,
+            SnapshotState::New(plan) => self.start_snapshot(plan),
+        };
+        match tokio::time::timeout(GRACE, job.wait()).await {
+            Ok(done) => done,
+            Err(_) => Ok(job.plan.pending.clone()),
+        }
+    }
+
+    /// DeleteSnapshot: a copy still running for it is stopped first.
+    pub(super) async fn drop_snapshot(self: Arc<Self>, id: SnapshotId) -> Result<()> {
+        if let Some(job) = self.snapshot_job(&id) {
+            job.cancel();
+            // Cancelled, failed or (having raced the cancel) finished: what
+            // is on disk now is deleted below.
+            let _ = job.wait().await;
+        }
+        blocking(move || self.remove_snapshot(&id)).await
+    }
+
+    /// CreateVolume from `source`: the volume, a running restore joined,
+    /// or a new one started; waits for it.
+    pub(super) async fn fill_from(
+        self: Arc<Self>,
+        request: NewVolume,
+        source: ContentSource,
+    ) -> Result<Volume> {
+        let state = {
+            let backend = self.clone();
+            blocking(move || backend.restore_state(&request, &source)).await?
+        };
+        let job = match state {
+            RestoreState::Existing(volume) => return Ok(volume),
+            RestoreState::Running(job) => job,
+            RestoreState::New(plan) => self.start_restore(plan),
+        };
+        job.wait().await
+    }
+
+    /// Stops a restore running for `id`, if any, and waits for it.
+    pub(super) async fn cancel_restore(&self, id: &VolumeId) {
+        if let Some(job) = self.restore_job(id) {
+            job.cancel();
+            let _ = job.wait().await;
+        }
     }
 
     /// Stops every running copy (shutdown); their scratch is removed by the

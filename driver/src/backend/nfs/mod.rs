@@ -23,15 +23,22 @@ use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessType};
 use cairn_proto::v1::VolumeCapability;
 use tokio::runtime::Handle;
 
-use super::{Backend, Expanded, Health, NewVolume, Stats, Usage, Volume};
+use super::{
+    Backend, BackendKind, Expanded, Health, NewVolume, Settings, Snapshot, Stats, Usage, Volume,
+};
 use crate::capability::{self, Unsupported};
 use crate::capacity::Range;
 use crate::error::{Error, Result};
-use crate::ids::{NfsServer, NfsVolumeId, OnDelete, SharePath, VolumeId, MAX_ID_LEN};
+use crate::ids::{
+    ContentSource, NfsServer, NfsVolumeId, OnDelete, SharePath, SnapshotId, VolumeId, VolumeName,
+    MAX_ID_LEN,
+};
 use crate::mount;
+use crate::rpc::blocking;
 use client::Share;
 use params::{ClientOptions, NfsClass};
 use records::{Claim, Layout, Neighbour, Record};
+use snapshot::NfsSource;
 
 pub use params::SERVER as SERVER_PARAMETER;
 
@@ -90,6 +97,18 @@ fn unix_seconds() -> u64 {
 }
 
 impl NfsBackend {
+    /// The backend `cairn-csi serve` asked for: every server operation and
+    /// kernel mount bounded by `--nfs-timeout`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let timeout = settings.nfs_timeout.max(Duration::from_secs(1));
+        Self::new(
+            timeout,
+            timeout,
+            settings.default_volume_size,
+            Handle::current(),
+        )
+    }
+
     pub fn new(
         deadline: Duration,
         mount_timeout: Duration,
@@ -346,9 +365,10 @@ impl NfsBackend {
     }
 }
 
+#[tonic::async_trait]
 impl Backend for NfsBackend {
-    fn kind(&self) -> &'static str {
-        "nfs"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Nfs
     }
 
     fn node(&self) -> Option<&crate::ids::NodeId> {
@@ -634,6 +654,60 @@ impl Backend for NfsBackend {
                 },
             },
         )
+    }
+
+    fn snapshot_id_for(&self, source: &VolumeId, name: &VolumeName) -> Result<SnapshotId> {
+        Self::snapshot_id(nfs_id(source)?, name).map(SnapshotId::Nfs)
+    }
+
+    /// Synchronous: the copy is made on the export before the call answers.
+    async fn create_snapshot(
+        self: Arc<Self>,
+        name: VolumeName,
+        source: VolumeId,
+    ) -> Result<Snapshot> {
+        let id = Self::snapshot_id(nfs_id(&source)?, &name)?;
+        blocking(move || {
+            let made = self.make_snapshot(&id, &source, &name)?;
+            snapshot::to_snapshot(&id, made)
+        })
+        .await
+    }
+
+    async fn delete_snapshot(self: Arc<Self>, id: SnapshotId) -> Result<()> {
+        let SnapshotId::Nfs(id) = id else {
+            return Ok(());
+        };
+        blocking(move || self.remove_snapshot(&id)).await
+    }
+
+    async fn snapshot(self: Arc<Self>, id: SnapshotId) -> Result<Option<Snapshot>> {
+        let SnapshotId::Nfs(id) = id else {
+            return Ok(None);
+        };
+        blocking(move || {
+            self.find_snapshot(&id)?
+                .map(|found| snapshot::to_snapshot(&id, found))
+                .transpose()
+        })
+        .await
+    }
+
+    fn takes_source(&self, source: &ContentSource) -> bool {
+        NfsSource::of(source).is_some()
+    }
+
+    async fn create_from(
+        self: Arc<Self>,
+        request: NewVolume,
+        source: ContentSource,
+    ) -> Result<Volume> {
+        let source = NfsSource::of(&source).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "NFS volumes cannot be created from {source}: it lives on the other backend"
+            ))
+        })?;
+        blocking(move || self.create_with(&request, Some(&source))).await
     }
 }
 

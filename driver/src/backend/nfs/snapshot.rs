@@ -19,15 +19,17 @@
 //! partial copy that no claim covers is not Cairn's, and is never removed
 //! or written over.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::client::{CopyCount, Share};
 use super::{beside, nfs_id, NfsBackend};
-use crate::backend::NewVolume;
+use crate::backend::{NewVolume, Snapshot};
 use crate::error::{Error, Result};
-use crate::ids::{NfsSnapshotId, NfsVolumeId, VolumeId, VolumeName, MAX_ID_LEN};
+use crate::ids::{
+    ContentSource, NfsSnapshotId, NfsVolumeId, SnapshotId, VolumeId, VolumeName, MAX_ID_LEN,
+};
 
 /// The directory on the share that holds every snapshot.
 const SNAPSHOTS_DIR: &str = ".cairn-snapshots";
@@ -100,7 +102,7 @@ impl NfsBackend {
 
     /// Copies `source` into the snapshot `id` ([`Self::snapshot_id`] of
     /// `name`); idempotent on name.
-    pub fn create_snapshot(
+    pub fn make_snapshot(
         &self,
         id: &NfsSnapshotId,
         source: &VolumeId,
@@ -175,7 +177,7 @@ impl NfsBackend {
     }
 
     /// Deletes a snapshot; an unknown one is already deleted.
-    pub fn delete_snapshot(&self, id: &NfsSnapshotId) -> Result<()> {
+    pub fn remove_snapshot(&self, id: &NfsSnapshotId) -> Result<()> {
         self.with_share(&id.server, id.port, &id.share, &[], async |share| {
             let record = read_snapshot(share, id).await?;
             let claimed = share.exists(&claim_path(id)).await?;
@@ -202,7 +204,7 @@ impl NfsBackend {
         })
     }
 
-    pub fn get_snapshot(&self, id: &NfsSnapshotId) -> Result<Option<NfsSnapshot>> {
+    pub fn find_snapshot(&self, id: &NfsSnapshotId) -> Result<Option<NfsSnapshot>> {
         self.with_share(&id.server, id.port, &id.share, &[], async |share| {
             read_snapshot(share, id).await
         })
@@ -338,7 +340,35 @@ impl std::fmt::Display for NfsSource {
     }
 }
 
+/// The backend-neutral form of a snapshot read from its record.
+pub(super) fn to_snapshot(id: &NfsSnapshotId, snapshot: NfsSnapshot) -> Result<Snapshot> {
+    let source = VolumeId::parse(&snapshot.source).map_err(|e| {
+        Error::Internal(format!(
+            "snapshot {id}: its record names source {:?}, not a volume id: {e}",
+            snapshot.source
+        ))
+    })?;
+    Ok(Snapshot {
+        id: SnapshotId::Nfs(id.clone()),
+        source,
+        size_bytes: snapshot.size_bytes,
+        created: UNIX_EPOCH + Duration::new(snapshot.created.0, snapshot.created.1),
+        // Made whole before CreateSnapshot answers.
+        ready: true,
+    })
+}
+
 impl NfsSource {
+    /// The NFS form of a content source, when it names an NFS snapshot or
+    /// volume.
+    pub fn of(source: &ContentSource) -> Option<Self> {
+        match source {
+            ContentSource::Snapshot(SnapshotId::Nfs(id)) => Some(Self::Snapshot(id.clone())),
+            ContentSource::Volume(VolumeId::Nfs(id)) => Some(Self::Volume(id.clone())),
+            _ => None,
+        }
+    }
+
     /// Whether the source lives on the same export as `target` (a copy
     /// through the client cannot cross servers).
     pub fn same_share(&self, target: &NfsVolumeId) -> bool {

@@ -179,22 +179,22 @@ async fn snapshots_outlive_their_source_and_deletes_are_idempotent() {
     std::fs::write(root.path().join("volumes/v/data/f"), b"kept").unwrap();
     let snap = snapshot(&b, "s", &v.id).await.unwrap();
     b.delete(&v.id).unwrap();
-    assert_eq!(b.snapshot(&snap.id).unwrap().unwrap(), snap);
+    assert_eq!(b.find_snapshot(&snap.id).unwrap().unwrap(), snap);
     let from = ContentSource::Snapshot(snap.id.clone());
     restore(&b, &request("back", 0), &from).await.unwrap();
     assert_eq!(
         std::fs::read(root.path().join("volumes/back/data/f")).unwrap(),
         b"kept"
     );
-    b.delete_snapshot(&snap.id).unwrap();
-    b.delete_snapshot(&snap.id).unwrap();
-    assert!(b.snapshot(&snap.id).unwrap().is_none());
+    b.remove_snapshot(&snap.id).unwrap();
+    b.remove_snapshot(&snap.id).unwrap();
+    assert!(b.find_snapshot(&snap.id).unwrap().is_none());
     assert!(empty(&root.path().join("snapshots")));
     assert!(b.settle_deletes(std::time::Duration::from_secs(30)));
     assert!(empty(&root.path().join("trash")));
     let foreign = SnapshotId::parse("snap:node-b:s").unwrap();
     assert!(matches!(
-        b.delete_snapshot(&foreign),
+        b.remove_snapshot(&foreign),
         Err(Error::FailedPrecondition(_))
     ));
 }
@@ -212,7 +212,7 @@ async fn listing_pages_and_filters() {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = b.list_snapshots(after.as_ref(), 2, None).unwrap();
+        let page = b.snapshot_page(after.as_ref(), 2, None).unwrap();
         assert!(page.snapshots.len() <= 2);
         seen.extend(page.snapshots.into_iter().map(|s| s.id.to_string()));
         match page.next {
@@ -221,10 +221,10 @@ async fn listing_pages_and_filters() {
         }
     }
     assert_eq!(seen.len(), 6);
-    let of_c = b.list_snapshots(None, 0, Some(&c.id)).unwrap();
+    let of_c = b.snapshot_page(None, 0, Some(&c.id)).unwrap();
     assert_eq!(of_c.snapshots.len(), 1);
     assert_eq!(of_c.snapshots[0].id.to_string(), "snap:node-a:c0");
-    let of_a = b.list_snapshots(None, 3, Some(&a.id)).unwrap();
+    let of_a = b.snapshot_page(None, 3, Some(&a.id)).unwrap();
     assert_eq!(of_a.snapshots.len(), 3);
     assert!(of_a.next.is_some());
 }
@@ -240,7 +240,7 @@ async fn restart_removes_half_made_snapshots_and_keeps_whole_ones() {
     drop(b);
     let b = backend(root.path());
     assert!(empty(&root.path().join("tmp")));
-    let all = b.list_snapshots(None, 0, None).unwrap();
+    let all = b.snapshot_page(None, 0, None).unwrap();
     assert_eq!(all.snapshots.len(), 1);
     assert!(all.snapshots[0].ready);
 }
