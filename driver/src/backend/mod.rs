@@ -10,6 +10,7 @@
 //! which wait on copies that outlive their call) put their own blocking
 //! work on the pool.
 
+pub mod ids;
 pub mod local;
 pub mod nfs;
 

@@ -26,6 +26,7 @@ mod sizing;
 pub use enforce::UnenforcedCapacity;
 
 mod block;
+pub mod id;
 
 pub use block::Recovery;
 mod jobs;
@@ -51,10 +52,9 @@ use crate::capability::{self, AccessKind, Unsupported};
 use crate::capacity::Range;
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::ids::{
-    ContentSource, LocalVolumeId, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName,
-};
+use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName};
 use crate::mount::{self, BindFlags, MountCounts, PathState};
+use id::LocalVolumeId;
 use snapshot::Copies;
 
 const META_FILE: &str = "meta.json";

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 use serde::{Deserialize, Serialize};
 
+use super::id::LocalSnapshotId;
 use super::jobs::{Job, Jobs};
 use super::{check_compatible, check_parameters, ledger, LocalBackend, Meta, DATA_DIR, META_FILE};
 use crate::backend::{NewVolume, Snapshot, SnapshotPage, Volume};
@@ -48,7 +49,7 @@ use crate::capability::AccessKind;
 use crate::copy::{self, CopyStats};
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::ids::{ContentSource, LocalSnapshotId, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeKey, VolumeName};
 use crate::rpc::blocking;
 
 /// How long CreateSnapshot waits for its copy before answering

@@ -12,8 +12,8 @@ use nfs_rs::{Mount, NfsError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::id::{NfsServer, SharePath};
 use crate::error::{Error, Result};
-use crate::ids::{NfsServer, SharePath};
 
 /// Object types in NFSv3 and NFSv4 attributes (ftype3 / nfs_ftype4 agree).
 const TYPE_REGULAR: u32 = 1;

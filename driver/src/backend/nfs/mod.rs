@@ -10,6 +10,7 @@
 //! kernel client at NodeStageVolume; publish is the common bind mount.
 
 mod client;
+pub mod id;
 pub mod params;
 mod records;
 pub mod snapshot;
@@ -29,13 +30,11 @@ use super::{
 use crate::capability::{self, Unsupported};
 use crate::capacity::Range;
 use crate::error::{Error, Result};
-use crate::ids::{
-    ContentSource, NfsServer, NfsVolumeId, OnDelete, SharePath, SnapshotId, VolumeId, VolumeName,
-    MAX_ID_LEN,
-};
+use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeName, MAX_ID_LEN};
 use crate::mount;
 use crate::rpc::blocking;
 use client::Share;
+use id::{NfsServer, NfsVolumeId, OnDelete, SharePath};
 use params::{ClientOptions, NfsClass};
 use records::{Claim, Layout, Neighbour, Record};
 use snapshot::NfsSource;

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use super::id::{NfsServer, OnDelete, SharePath, SubDir};
 use crate::error::{Error, Result};
-use crate::ids::{NfsServer, OnDelete, SharePath, SubDir, VolumeName};
+use crate::ids::VolumeName;
 
 pub const SERVER: &str = "server";
 const SHARE: &str = "share";

@@ -24,12 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::client::{CopyCount, Share};
+use super::id::{NfsSnapshotId, NfsVolumeId};
 use super::{beside, nfs_id, NfsBackend};
 use crate::backend::{NewVolume, Snapshot};
 use crate::error::{Error, Result};
-use crate::ids::{
-    ContentSource, NfsSnapshotId, NfsVolumeId, SnapshotId, VolumeId, VolumeName, MAX_ID_LEN,
-};
+use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeName, MAX_ID_LEN};
 
 /// The directory on the share that holds every snapshot.
 const SNAPSHOTS_DIR: &str = ".cairn-snapshots";
