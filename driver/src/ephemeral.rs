@@ -65,13 +65,8 @@ pub struct InlineRequest {
 /// Validates the pod's volume attributes. Unknown attributes are refused
 /// by name, as StorageClass parameters are: a typo must not be ignored.
 pub fn inline_request(context: &HashMap<String, String>) -> Result<InlineRequest> {
-    let mut unknown: Vec<&str> = context
-        .keys()
-        .map(String::as_str)
-        .filter(|k| *k != SIZE_ATTRIBUTE && !k.starts_with(KUBELET_PREFIX))
-        .collect();
+    let unknown = crate::parameters::unknown(context.keys(), &[SIZE_ATTRIBUTE], KUBELET_PREFIX);
     if !unknown.is_empty() {
-        unknown.sort_unstable();
         return Err(Error::InvalidArgument(format!(
             "unknown volume attributes for an inline volume: {} (known: {SIZE_ATTRIBUTE})",
             unknown.join(", ")

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod mount;
 pub mod node;
 pub mod page_token;
+pub mod parameters;
 pub mod paths;
 pub mod published;
 pub mod quota;

@@ -27,6 +27,19 @@ fn check_value(kind: &str, key: &str) -> String {
         .collect()
 }
 
+/// Cuts `items` (in key order) to the first `max` (0: no limit) and returns
+/// the key the next page resumes after, when more remain.
+pub fn take_page<T>(
+    items: &mut Vec<T>,
+    max: usize,
+    key: impl Fn(&T) -> &VolumeKey,
+) -> Option<VolumeKey> {
+    let limit = if max == 0 { items.len() } else { max };
+    let next = (items.len() > limit).then(|| key(&items[limit - 1]).clone());
+    items.truncate(limit);
+    next
+}
+
 /// The token of a page of `kind` ("volumes", "snapshots") that ended at `key`.
 pub fn issue(kind: &str, key: &VolumeKey) -> String {
     format!("{key}{SEPARATOR}{}", check_value(kind, key.as_str()))

@@ -58,15 +58,11 @@ fn to_wire(snapshot: backend::Snapshot) -> Snapshot {
 /// Refuses VolumeSnapshotClass parameters by name (a typo must not pass
 /// silently); the snapshotter's own metadata keys are accepted.
 fn check_parameters(parameters: &HashMap<String, String>) -> Result<()> {
-    let mut unknown: Vec<&str> = parameters
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !k.starts_with(SNAPSHOTTER_PREFIX) && !KNOWN_PARAMETERS.contains(k))
-        .collect();
+    let unknown =
+        crate::parameters::unknown(parameters.keys(), KNOWN_PARAMETERS, SNAPSHOTTER_PREFIX);
     if unknown.is_empty() {
         return Ok(());
     }
-    unknown.sort_unstable();
     Err(Error::InvalidArgument(format!(
         "unknown VolumeSnapshotClass parameters (Cairn snapshots take none): {}",
         unknown.join(", ")

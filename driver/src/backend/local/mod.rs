@@ -54,6 +54,7 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName};
 use crate::mount::{self, BindFlags, MountCounts, PathState};
+use crate::page_token;
 use id::LocalVolumeId;
 use snapshot::Copies;
 
@@ -140,11 +141,8 @@ pub struct LocalBackend {
 /// Checks StorageClass parameters for a local volume; unknown keys are
 /// refused by name so a typo does not silently change behaviour.
 fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
-    let unknown: Vec<&str> = parameters
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !k.starts_with(PROVISIONER_PREFIX) && !KNOWN_PARAMETERS.contains(k))
-        .collect();
+    let unknown =
+        crate::parameters::unknown(parameters.keys(), KNOWN_PARAMETERS, PROVISIONER_PREFIX);
     if unknown.is_empty() {
         return Ok(());
     }
@@ -152,6 +150,24 @@ fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
         "unknown parameters for a local volume: {}",
         unknown.join(", ")
     )))
+}
+
+/// The keys named in `dir` (volumes/ or snapshots/), sorted; entries that
+/// are not keys (scratch, foreign files) are not ours to report.
+fn keys_in(dir: &Path) -> Result<Vec<VolumeKey>> {
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io("read", dir))? {
+        let entry = entry.map_err(Error::io("read", dir))?;
+        if let Some(key) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| VolumeKey::parse(n).ok())
+        {
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    Ok(keys)
 }
 
 impl LocalBackend {
@@ -425,26 +441,11 @@ impl LocalBackend {
 
     /// Volumes in key order, starting after `after`, at most `max` (0: all).
     fn list_volumes(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
-        let dir = self.volumes_dir();
-        let mut keys: Vec<VolumeKey> = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
-            let entry = entry.map_err(Error::io("read", &dir))?;
-            // Entries that are not volume keys are not ours to report.
-            if let Some(key) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| VolumeKey::parse(n).ok())
-            {
-                if after.is_none_or(|a| &key > a) {
-                    keys.push(key);
-                }
-            }
-        }
-        keys.sort();
-        let limit = if max == 0 { keys.len() } else { max };
-        let next = (keys.len() > limit).then(|| keys[limit - 1].clone());
-        let mut volumes = Vec::with_capacity(limit.min(keys.len()));
-        for key in keys.into_iter().take(limit) {
+        let mut keys = keys_in(&self.volumes_dir())?;
+        keys.retain(|key| after.is_none_or(|a| key > a));
+        let next = page_token::take_page(&mut keys, max, |key| key);
+        let mut volumes = Vec::with_capacity(keys.len());
+        for key in keys {
             // Deleted since the directory was read: skip it.
             if let Some(meta) = self.read_meta(&key)? {
                 volumes.push(self.to_volume(key, meta));

@@ -43,13 +43,16 @@ use serde::{Deserialize, Serialize};
 
 use super::id::LocalSnapshotId;
 use super::jobs::{Job, Jobs};
-use super::{check_compatible, check_parameters, ledger, LocalBackend, Meta, DATA_DIR, META_FILE};
+use super::{
+    check_compatible, check_parameters, keys_in, ledger, LocalBackend, Meta, DATA_DIR, META_FILE,
+};
 use crate::backend::{NewVolume, Snapshot, SnapshotPage, Volume};
 use crate::capability::AccessKind;
 use crate::copy::{self, CopyStats};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::page_token;
 use crate::rpc::blocking;
 
 /// How long CreateSnapshot waits for its copy before answering
@@ -474,19 +477,9 @@ impl LocalBackend {
         max: usize,
         source: Option<&VolumeId>,
     ) -> Result<SnapshotPage> {
-        let dir = self.snapshots_dir();
+        // Those being made are listed too (not ready).
         let mut keys: BTreeSet<VolumeKey> = self.copies.snapshots.keys().into_iter().collect();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
-            let entry = entry.map_err(Error::io("read", &dir))?;
-            // Entries that are not keys are not ours to report.
-            if let Some(key) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| VolumeKey::parse(n).ok())
-            {
-                keys.insert(key);
-            }
-        }
+        keys.extend(keys_in(&self.snapshots_dir())?);
         let mut matching = Vec::new();
         for key in keys.into_iter().filter(|k| after.is_none_or(|a| k > a)) {
             // Deleted since the directory was read: skip it.
@@ -496,9 +489,7 @@ impl LocalBackend {
                 }
             }
         }
-        let limit = if max == 0 { matching.len() } else { max };
-        let next = (matching.len() > limit).then(|| matching[limit - 1].0.clone());
-        matching.truncate(limit);
+        let next = page_token::take_page(&mut matching, max, |(key, _)| key);
         Ok(SnapshotPage {
             snapshots: matching.into_iter().map(|(_, s)| s).collect(),
             next,

@@ -37,11 +37,7 @@ pub struct NfsClass {
 
 /// Refuses unknown keys by name, so a typo does not silently change behaviour.
 pub fn check_known(parameters: &BTreeMap<String, String>) -> Result<()> {
-    let unknown: Vec<&str> = parameters
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !k.starts_with(PROVISIONER_PREFIX) && !KNOWN.contains(k))
-        .collect();
+    let unknown = crate::parameters::unknown(parameters.keys(), KNOWN, PROVISIONER_PREFIX);
     if unknown.is_empty() {
         return Ok(());
     }
