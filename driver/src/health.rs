@@ -100,8 +100,8 @@ async fn scrape(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
             return Ok((0, Default::default(), None));
         };
         let volumes = local.count()?;
-        let mounts = match &driver.kubelet {
-            Some(kubelet) => local.count_mounts(kubelet.real())?,
+        let mounts = match &driver.node_context {
+            Some(node) => local.count_mounts(node.kubelet.real())?,
             None => Default::default(),
         };
         let maximum = local.maximum_volume_bytes(&BTreeMap::new(), &[])?;
