@@ -9,6 +9,8 @@
 //! in [`flow`], which make every mount through a [`crate::mounter::Mounter`].
 
 mod flow;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
