@@ -6,7 +6,7 @@
 //!
 //! This file is the tonic adapter: it validates a request, picks the
 //! backend, takes the volume's lock and hands the work to the node rules
-//! in [`flow`], which make every mount through a [`crate::mounter::Mounter`].
+//! in `flow.rs`, which make every mount through a [`crate::mounter::Mounter`].
 
 mod flow;
 #[cfg(test)]
@@ -19,7 +19,8 @@ use cairn_proto::v1::node_service_capability::{rpc::Type as RpcType, Rpc, Type};
 use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-pub use flow::{publish_flags, NodeContext, Publish};
+pub use flow::NodeContext;
+use flow::{publish_flags, Publish};
 
 use crate::backend::{Backend, NewVolume, Stats};
 use crate::capability::{access_kind, check_one_well_formed, AccessKind};
