@@ -12,19 +12,21 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::ids::VolumeId;
 use crate::mount::{self, BindFlags};
+use crate::mounter::Mounter;
 
 /// Mode of the target files the driver creates (the device's own mode
 /// decides who may open it).
 const TARGET_FILE_MODE: u32 = 0o640;
 
-fn inspect(path: &Path) -> Result<Option<mount::PathState>> {
-    mount::inspect(path).map_err(Error::io("inspect", path))
+fn inspect(m: &dyn Mounter, path: &Path) -> Result<Option<mount::PathState>> {
+    m.inspect(path).map_err(Error::io("inspect", path))
 }
 
 /// Creates the target file; one left by an interrupted publish is reused.
 /// Never follows a symlink planted there.
-fn create_file(target: &Path) -> Result<()> {
-    mount::create_file_at(target, TARGET_FILE_MODE).map_err(Error::io("create target file", target))
+fn create_file(m: &dyn Mounter, target: &Path) -> Result<()> {
+    m.create_file(target, TARGET_FILE_MODE)
+        .map_err(Error::io("create target file", target))
 }
 
 /// What is at a publish target before a publish: checked before a device
@@ -39,20 +41,20 @@ pub enum Target {
 
 /// Refuses a target that is anything but a regular file or nothing
 /// (a directory, a symlink, a device...); nothing is touched.
-pub fn check(target: &Path) -> Result<Target> {
+pub fn check(m: &dyn Mounter, target: &Path) -> Result<Target> {
     let not_a_file = || {
         Error::FailedPrecondition(format!(
             "{} exists and is not a file; a block volume is published on a file",
             target.display()
         ))
     };
-    match inspect(target)? {
+    match inspect(m, target)? {
         None => Ok(Target::Free),
         Some(state) if state.is_mount_root => Ok(Target::Mounted(state)),
         Some(state) if state.is_dir || state.is_symlink => Err(not_a_file()),
-        Some(_) => match std::fs::symlink_metadata(target) {
-            Ok(meta) if meta.is_file() => Ok(Target::Free),
-            Ok(_) => Err(not_a_file()),
+        Some(_) => match m.is_regular_file(target) {
+            Ok(true) => Ok(Target::Free),
+            Ok(false) => Err(not_a_file()),
             // Removed in between: free.
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Target::Free),
             Err(e) => Err(Error::io("stat", target)(e)),
@@ -64,6 +66,7 @@ pub fn check(target: &Path) -> Result<Target> {
 /// it, with `flags` (read-only for a read-only publish; the device itself
 /// must refuse writes, which a read-only mount of a device node does not).
 pub fn publish(
+    m: &dyn Mounter,
     id: &VolumeId,
     device: &Path,
     target: &Path,
@@ -71,7 +74,7 @@ pub fn publish(
     flags: BindFlags,
 ) -> Result<()> {
     if let Target::Mounted(state) = found {
-        let expected = inspect(device)?.ok_or_else(|| {
+        let expected = inspect(m, device)?.ok_or_else(|| {
             Error::Internal(format!("device node {} is missing", device.display()))
         })?;
         if state.same_inode(&expected) {
@@ -83,14 +86,15 @@ pub fn publish(
             target.display()
         )));
     }
-    create_file(target)?;
-    mount::bind_file(device, target, flags).map_err(Error::io("place block device at", target))
+    create_file(m, target)?;
+    m.bind_file(device, target, flags)
+        .map_err(Error::io("place block device at", target))
 }
 
 /// Removes a target the driver created, after its unmount: a directory
 /// (mount volumes) or a file (block volumes). Gone already is fine.
-pub fn remove(target: &Path) -> Result<()> {
-    match mount::remove_at(target) {
+pub fn remove(m: &dyn Mounter, target: &Path) -> Result<()> {
+    match m.remove(target) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove target", target)(e)),
@@ -100,33 +104,39 @@ pub fn remove(target: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mounter::RealMounter;
     use rustix::fs::Mode;
+
+    const M: &RealMounter = &RealMounter;
 
     #[test]
     fn remove_takes_files_directories_and_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pod-uid");
         std::fs::write(&file, b"").unwrap();
-        remove(&file).unwrap();
+        remove(M, &file).unwrap();
         assert!(!file.exists());
         let sub = dir.path().join("mount");
         std::fs::create_dir(&sub).unwrap();
-        remove(&sub).unwrap();
+        remove(M, &sub).unwrap();
         assert!(!sub.exists());
-        remove(&sub).unwrap();
+        remove(M, &sub).unwrap();
         // A directory that is not empty is not ours to remove.
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join("x"), b"").unwrap();
-        assert!(remove(&sub).is_err());
+        assert!(remove(M, &sub).is_err());
     }
 
     #[test]
     fn check_takes_files_and_nothing_only() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(check(&dir.path().join("none")), Ok(Target::Free)));
+        assert!(matches!(
+            check(M, &dir.path().join("none")),
+            Ok(Target::Free)
+        ));
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap();
-        assert!(matches!(check(&file), Ok(Target::Free)));
+        assert!(matches!(check(M, &file), Ok(Target::Free)));
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap();
         let fifo = dir.path().join("fifo");
@@ -140,7 +150,7 @@ mod tests {
         .unwrap();
         for bad in [dir.path().to_path_buf(), link, fifo] {
             assert!(
-                matches!(check(&bad), Err(Error::FailedPrecondition(_))),
+                matches!(check(M, &bad), Err(Error::FailedPrecondition(_))),
                 "{}",
                 bad.display()
             );
@@ -154,11 +164,11 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(outside.path().join("planted"), &link).unwrap();
         // O_EXCL|O_NOFOLLOW: the link itself "exists"; nothing is made where it points.
-        let _ = create_file(&link);
+        let _ = create_file(M, &link);
         assert!(!outside.path().join("planted").exists());
         let file = dir.path().join("target");
-        create_file(&file).unwrap();
-        create_file(&file).unwrap();
+        create_file(M, &file).unwrap();
+        create_file(M, &file).unwrap();
         assert!(file.is_file());
     }
 }

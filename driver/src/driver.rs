@@ -1,11 +1,11 @@
 //! What the Identity, Controller and Node services share.
 
+use std::sync::Arc;
+
 use crate::backend::Backends;
 use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
-use crate::paths::KubeletDir;
-use crate::published::PublishedRecords;
-use crate::staged::StagedRecords;
+use crate::node::NodeContext;
 
 /// Which services this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,12 +31,9 @@ pub struct Driver {
     /// This node; required when the node service or local volumes are served.
     pub node: Option<NodeId>,
     pub backends: Backends,
-    /// Present when the node service runs.
-    pub kubelet: Option<KubeletDir>,
-    /// Which volume is staged where; present when the node service runs.
-    pub staged: Option<StagedRecords>,
-    /// Which volume is published where, and how; present with `staged`.
-    pub published: Option<PublishedRecords>,
+    /// What the node service works with (kubelet dir, records, mounter);
+    /// present exactly when this process serves the node service.
+    pub node_context: Option<Arc<NodeContext>>,
     pub max_volumes_per_node: i64,
     /// Serializes calls on one volume (keyed by volume key or id).
     pub locks: KeyedLocks,

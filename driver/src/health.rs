@@ -74,7 +74,10 @@ async fn readyz(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
 
 async fn scrape(State(driver): State<Arc<Driver>>) -> impl IntoResponse {
     let counted = blocking(move || {
-        let kubelet = driver.kubelet.as_ref().map(|k| k.real().to_path_buf());
+        let kubelet = driver
+            .node_context
+            .as_ref()
+            .map(|node| node.kubelet.real().to_path_buf());
         let mut censuses = Vec::new();
         for backend in driver.backends.iter() {
             if let Some(census) = backend.census(kubelet.as_deref())? {

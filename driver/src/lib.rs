@@ -25,6 +25,7 @@ pub mod locks;
 pub mod loopdev;
 pub mod metrics;
 pub mod mount;
+pub mod mounter;
 pub mod node;
 pub mod page_token;
 pub mod parameters;

@@ -19,7 +19,8 @@ use crate::driver::{check_driver_name, Driver};
 use crate::identity::IdentityService;
 use crate::ids::NodeId;
 use crate::locks::KeyedLocks;
-use crate::node::NodeService;
+use crate::mounter::RealMounter;
+use crate::node::{NodeContext, NodeService};
 use crate::paths::KubeletDir;
 use crate::published::PublishedRecords;
 use crate::staged::StagedRecords;
@@ -66,51 +67,52 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
             }
         }
     }
-    let kubelet = if args.mode.serves_node() {
-        Some(KubeletDir::open(&args.kubelet_dir).with_context(|| {
-            format!(
-                "--kubelet-dir {} is not an accessible directory",
-                args.kubelet_dir.display()
-            )
-        })?)
+    let node_context = if args.mode.serves_node() {
+        // Checked above: the node service is not served without a node id.
+        let node = node
+            .clone()
+            .context("--node-id is required by the node service")?;
+        Some(Arc::new(node_context(args, node)?))
     } else {
         None
-    };
-    // The node plugin's own directory beside its socket, kept across restarts.
-    let (staged, published) = match &kubelet {
-        Some(kubelet) => {
-            let own = kubelet.real().join("plugins").join(&args.driver_name);
-            let unwritable = |dir: &std::path::Path| {
-                format!(
-                    "cannot create {}: is --kubelet-dir writable?",
-                    dir.display()
-                )
-            };
-            let staged_dir = own.join("staged");
-            let published_dir = own.join("published");
-            (
-                Some(
-                    StagedRecords::open(staged_dir.clone())
-                        .with_context(|| unwritable(&staged_dir))?,
-                ),
-                Some(
-                    PublishedRecords::open(published_dir.clone())
-                        .with_context(|| unwritable(&published_dir))?,
-                ),
-            )
-        }
-        None => (None, None),
     };
     Ok(Driver {
         name: args.driver_name.clone(),
         mode: args.mode,
         node,
         backends,
-        kubelet,
-        staged,
-        published,
+        node_context,
         max_volumes_per_node: args.max_volumes_per_node,
         locks: KeyedLocks::default(),
+    })
+}
+
+/// What the node service works with: the kubelet dir, and the node
+/// plugin's own directory beside its socket (kept across restarts) for its
+/// records.
+fn node_context(args: &ServeArgs, node: NodeId) -> anyhow::Result<NodeContext> {
+    let kubelet = KubeletDir::open(&args.kubelet_dir).with_context(|| {
+        format!(
+            "--kubelet-dir {} is not an accessible directory",
+            args.kubelet_dir.display()
+        )
+    })?;
+    let own = kubelet.real().join("plugins").join(&args.driver_name);
+    let unwritable = |dir: &std::path::Path| {
+        format!(
+            "cannot create {}: is --kubelet-dir writable?",
+            dir.display()
+        )
+    };
+    let staged_dir = own.join("staged");
+    let published_dir = own.join("published");
+    Ok(NodeContext {
+        node,
+        staged: StagedRecords::open(staged_dir.clone()).with_context(|| unwritable(&staged_dir))?,
+        published: PublishedRecords::open(published_dir.clone())
+            .with_context(|| unwritable(&published_dir))?,
+        kubelet,
+        mounter: Arc::new(RealMounter),
     })
 }
 
@@ -160,8 +162,8 @@ pub async fn serve(
     if driver.mode.serves_controller() {
         router = router.add_service(ControllerServer::new(ControllerService(driver.clone())));
     }
-    if driver.mode.serves_node() {
-        router = router.add_service(NodeServer::new(NodeService(driver.clone())));
+    if let Some(node) = driver.node_context.clone() {
+        router = router.add_service(NodeServer::new(NodeService::new(driver.clone(), node)));
     }
     let incoming = connections::accept(listener, connections::Limits::for_this_process());
     let server = router.serve_with_incoming_shutdown(incoming, shutdown);
