@@ -11,9 +11,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::backend::Backend;
 use crate::capacity::{parse_quantity, Range};
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, VolumeId, VolumeName};
+use crate::ids::{VolumeId, VolumeName};
 
 /// The volume-context key the kubelet sets for inline volumes.
 pub const EPHEMERAL_KEY: &str = "csi.storage.k8s.io/ephemeral";
@@ -34,21 +35,22 @@ fn is_kubelet_handle(raw: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The local volume behind an inline volume handle; `None` when `raw` is
-/// not such a handle (it is then parsed as one of our own ids).
-pub fn volume_id(raw: &str, node: &NodeId) -> Option<(VolumeName, VolumeId)> {
+/// The volume behind an inline volume handle, on the backend that hosts
+/// inline volumes; `None` when `raw` is not such a handle (it is then
+/// parsed as one of our own ids).
+pub fn volume_id(raw: &str, host: &dyn Backend) -> Option<(VolumeName, VolumeId)> {
     if !is_kubelet_handle(raw) {
         return None;
     }
     let name = VolumeName::parse(raw).ok()?;
-    let id = VolumeId::local(node.clone(), name.key());
+    let id = host.inline_volume_id(&name)?;
     Some((name, id))
 }
 
 /// Parses a volume id the node service was given: ours, or a kubelet inline
-/// handle mapped to its local volume.
-pub fn parse_node_volume_id(raw: &str, node: Option<&NodeId>) -> Result<VolumeId> {
-    if let Some((_, id)) = node.and_then(|node| volume_id(raw, node)) {
+/// handle mapped to its volume on `host` (when inline volumes are served).
+pub fn parse_node_volume_id(raw: &str, host: Option<&dyn Backend>) -> Result<VolumeId> {
+    if let Some((_, id)) = host.and_then(|host| volume_id(raw, host)) {
         return Ok(id);
     }
     VolumeId::parse(raw)
@@ -103,20 +105,23 @@ mod tests {
 
     #[test]
     fn only_kubelet_shaped_handles_are_inline() {
-        let node = NodeId::parse("node-a").unwrap();
-        let (name, id) = volume_id(HANDLE, &node).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let node = crate::ids::NodeId::parse("node-a").unwrap();
+        let local = crate::backend::local::LocalBackend::open(node, root.path(), 1 << 20).unwrap();
+        let host = &local as &dyn Backend;
+        let (name, id) = volume_id(HANDLE, host).unwrap();
         assert_eq!(name.as_str(), HANDLE);
-        assert!(matches!(id, VolumeId::Local(_)));
+        assert_eq!(id.to_string(), format!("local:node-a:{}", name.key()));
         for other in [
             "csi-abc",
             "pvc-1",
             "local:node-a:pvc-1",
             "csi-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg",
         ] {
-            assert!(volume_id(other, &node).is_none(), "{other}");
+            assert!(volume_id(other, host).is_none(), "{other}");
         }
-        assert!(parse_node_volume_id("csi-abc", Some(&node)).is_err());
-        assert_eq!(parse_node_volume_id(HANDLE, Some(&node)).unwrap(), id);
+        assert!(parse_node_volume_id("csi-abc", Some(host)).is_err());
+        assert_eq!(parse_node_volume_id(HANDLE, Some(host)).unwrap(), id);
     }
 
     #[test]

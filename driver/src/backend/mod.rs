@@ -320,6 +320,11 @@ pub trait Backend: Send + Sync + 'static {
     fn hosts_inline_volumes(&self) -> bool {
         false
     }
+    /// The id of the inline volume named `name` (after the kubelet's
+    /// handle), when this backend hosts them.
+    fn inline_volume_id(&self, _name: &VolumeName) -> Option<VolumeId> {
+        None
+    }
     /// For a volume published without staging (inline ephemeral): the
     /// directory to bind at the target, with what one statx of it says
     /// (to recognise it in a mount found there).

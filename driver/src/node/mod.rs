@@ -195,11 +195,10 @@ impl NodeService {
     ) -> Result<NodeUnpublishVolumeResponse> {
         require(&req.volume_id, "volume_id")?;
         require(&req.target_path, "target_path")?;
-        let node_id = &self.node.node;
-        let id = ephemeral::parse_node_volume_id(&req.volume_id, Some(node_id))?;
+        let host = self.driver.backends.inline_host().ok();
+        let id = ephemeral::parse_node_volume_id(&req.volume_id, host.as_deref())?;
         // An inline volume is deleted with its pod, after its last mount.
-        let inline = ephemeral::volume_id(&req.volume_id, node_id)
-            .and(self.driver.backends.inline_host().ok());
+        let inline = host.filter(|host| ephemeral::volume_id(&req.volume_id, &**host).is_some());
         let target = (self.node.kubelet).check(&req.target_path, "target_path")?;
         // An inline volume is deleted here, which flushes: off this thread.
         let local_work = inline.is_none()
@@ -234,14 +233,13 @@ impl NodeService {
         &self,
         req: NodePublishVolumeRequest,
     ) -> Result<NodePublishVolumeResponse> {
-        let (name, id) =
-            ephemeral::volume_id(&req.volume_id, &self.node.node).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "inline ephemeral volume_id {:?} is not a kubelet inline handle (csi-<sha256>)",
-                    req.volume_id
-                ))
-            })?;
         let local = self.driver.backends.inline_host()?;
+        let (name, id) = ephemeral::volume_id(&req.volume_id, &*local).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "inline ephemeral volume_id {:?} is not a kubelet inline handle (csi-<sha256>)",
+                req.volume_id
+            ))
+        })?;
         let target = (self.node.kubelet).check(&req.target_path, "target_path")?;
         let cap = check_capability(&*local, req.volume_capability.as_ref())?;
         if access_kind(cap) == AccessKind::Block {
@@ -271,7 +269,8 @@ impl NodeService {
     async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {
         require(&req.volume_id, "volume_id")?;
         require(&req.volume_path, "volume_path")?;
-        let id = ephemeral::parse_node_volume_id(&req.volume_id, Some(&self.node.node))?;
+        let host = self.driver.backends.inline_host().ok();
+        let id = ephemeral::parse_node_volume_id(&req.volume_id, host.as_deref())?;
         // No volume is published at a path outside the kubelet dir (spec:
         // NOT_FOUND, "volume does not exist on the specified volume_path").
         let path = (self.node.kubelet)

@@ -914,6 +914,10 @@ impl Backend for LocalBackend {
         true
     }
 
+    fn inline_volume_id(&self, name: &VolumeName) -> Option<VolumeId> {
+        Some(VolumeId::local(self.node.clone(), name.key()))
+    }
+
     fn unstaged_source(&self, id: &VolumeId) -> Result<(PathBuf, PathState)> {
         self.data_dir(id)
     }
