@@ -8,7 +8,7 @@ use cairn_proto::v1::controller_service_capability::{rpc::Type as RpcType, Rpc, 
 use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::backend::{self, Backend, BackendKind, Health, NewVolume};
+use crate::backend::{self, Backend, Health, NewVolume};
 use crate::capability::{access_kind_of, check_one_well_formed, check_well_formed};
 use crate::capacity::Range;
 use crate::driver::Driver;
@@ -257,14 +257,9 @@ impl ControllerService {
             check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
         }
         let parameters = sorted(&req.parameters);
-        // A StorageClass that names no backend falls to the default one; a
-        // driver not serving that owns no storage for it (an NFS-only
-        // driver, until a StorageClass names a server).
-        let kind = BackendKind::for_parameters(&parameters);
-        if !BackendKind::is_named_by(&parameters) && self.0.backends.get(kind).is_err() {
+        let Some(backend) = self.0.backends.for_capacity(&parameters)? else {
             return Ok(GetCapacityResponse::default());
-        }
-        let backend = self.0.backends.get(kind)?;
+        };
         backend.check_parameters(&parameters)?;
         let here = match backend.node() {
             Some(node) => req

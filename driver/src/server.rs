@@ -11,8 +11,7 @@ use cairn_proto::v1::node_server::NodeServer;
 use tokio::net::UnixListener;
 use tonic::codegen::http;
 
-use crate::backend::local::LocalOptions;
-use crate::backend::{Backends, Settings};
+use crate::backend::Backends;
 use crate::cli::ServeArgs;
 use crate::controller::ControllerService;
 use crate::driver::{check_driver_name, Driver};
@@ -41,19 +40,7 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Driver> {
     if args.max_volumes_per_node < 0 {
         bail!("--max-volumes-per-node must be 0 (no limit) or more");
     }
-    let settings = Settings {
-        kinds: args.backends.clone(),
-        node: node.clone(),
-        serves_node: args.mode.serves_node(),
-        default_volume_size: args.default_volume_size,
-        local_root: args.local_root.clone(),
-        local: LocalOptions {
-            unenforced: args.unenforced_capacity,
-            overcommit: args.overcommit,
-        },
-        nfs_timeout: Duration::from_secs(args.nfs_timeout),
-    };
-    let backends = Backends::open(&settings)?;
+    let backends = Backends::open(args, node.as_ref())?;
     if backends.is_empty() {
         bail!("--backends names no backend to serve");
     }

@@ -24,6 +24,7 @@ use cairn_proto::v1::VolumeCapability;
 
 use crate::capability::{AccessKind, Unsupported};
 use crate::capacity::Range;
+use crate::cli::ServeArgs;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName};
 use crate::mount::{BindFlags, MountCounts, PathState};
@@ -420,14 +421,15 @@ fn not_served(kind: BackendKind) -> Error {
 }
 
 impl Backends {
-    /// Opens the backends the flags ask for.
-    pub fn open(settings: &Settings) -> Result<Self, anyhow::Error> {
+    /// Opens the backends `--backends` names, each from its own flags;
+    /// `node` is this node, when given.
+    pub fn open(args: &ServeArgs, node: Option<&NodeId>) -> Result<Self, anyhow::Error> {
         let mut backends = Backends::default();
-        if settings.kinds.contains(&BackendKind::Local) {
-            backends.register(Arc::new(local::LocalBackend::from_settings(settings)?));
+        if args.backends.contains(&BackendKind::Local) {
+            backends.register(Arc::new(local::LocalBackend::from_args(args, node)?));
         }
-        if settings.kinds.contains(&BackendKind::Nfs) {
-            backends.register(Arc::new(nfs::NfsBackend::from_settings(settings)));
+        if args.backends.contains(&BackendKind::Nfs) {
+            backends.register(Arc::new(nfs::NfsBackend::from_args(args)));
         }
         Ok(backends)
     }
@@ -462,6 +464,21 @@ impl Backends {
     /// The backend that owns snapshot `id`.
     pub fn for_snapshot(&self, id: &SnapshotId) -> Result<Arc<dyn Backend>> {
         self.get(id.kind())
+    }
+
+    /// The backend GetCapacity reports on for these parameters; `None`
+    /// when they name no backend and the default one is not served (an
+    /// NFS-only driver owns no storage until a StorageClass names a
+    /// server).
+    pub fn for_capacity(
+        &self,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<Option<Arc<dyn Backend>>> {
+        let kind = BackendKind::for_parameters(parameters);
+        match self.get(kind) {
+            Err(_) if !BackendKind::is_named_by(parameters) => Ok(None),
+            found => found.map(Some),
+        }
     }
 
     /// The backend a StorageClass asks for.
@@ -500,18 +517,4 @@ impl Backends {
                 )
             })
     }
-}
-
-/// What the backends are opened with (from the command line).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub kinds: Vec<BackendKind>,
-    /// This node; required for backends bound to nodes.
-    pub node: Option<NodeId>,
-    /// Whether the node service runs in this process.
-    pub serves_node: bool,
-    pub default_volume_size: u64,
-    pub local_root: PathBuf,
-    pub local: local::LocalOptions,
-    pub nfs_timeout: std::time::Duration,
 }

@@ -45,11 +45,12 @@ use serde::{Deserialize, Serialize};
 use cairn_proto::v1::VolumeCapability;
 
 use super::{
-    Backend, BackendKind, Census, Expanded, Health, NewVolume, Page, Settings, Snapshot,
-    SnapshotPage, Stats, Usage, Volume,
+    Backend, BackendKind, Census, Expanded, Health, NewVolume, Page, Snapshot, SnapshotPage, Stats,
+    Usage, Volume,
 };
 use crate::capability::{self, AccessKind, Unsupported};
 use crate::capacity::Range;
+use crate::cli::ServeArgs;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName};
@@ -177,21 +178,23 @@ impl LocalBackend {
     }
 
     /// Opens the backend `cairn-csi serve` asked for, failing with what to fix.
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+    pub fn from_args(args: &ServeArgs, node: Option<&NodeId>) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let node = settings.node.clone().ok_or_else(|| {
+        let node = node.cloned().ok_or_else(|| {
             anyhow::anyhow!("--node-id (or NODE_ID) is required to serve local volumes")
         })?;
-        let root = &settings.local_root;
-        Self::open_with(node, root, settings.default_volume_size, settings.local).with_context(
-            || {
-                format!(
-                    "--local-root {}: create the directory, point the flag at one, \
+        let options = LocalOptions {
+            unenforced: args.unenforced_capacity,
+            overcommit: args.overcommit,
+        };
+        let root = &args.local_root;
+        Self::open_with(node, root, args.default_volume_size, options).with_context(|| {
+            format!(
+                "--local-root {}: create the directory, point the flag at one, \
                      or leave local out of --backends",
-                    root.display()
-                )
-            },
-        )
+                root.display()
+            )
+        })
     }
 
     /// Opens the root, creating its layout, clears what a crash left half

@@ -24,11 +24,10 @@ use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessType};
 use cairn_proto::v1::VolumeCapability;
 use tokio::runtime::Handle;
 
-use super::{
-    Backend, BackendKind, Expanded, Health, NewVolume, Settings, Snapshot, Stats, Usage, Volume,
-};
+use super::{Backend, BackendKind, Expanded, Health, NewVolume, Snapshot, Stats, Usage, Volume};
 use crate::capability::{self, Unsupported};
 use crate::capacity::Range;
+use crate::cli::ServeArgs;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeName, MAX_ID_LEN};
 use crate::mount;
@@ -98,12 +97,12 @@ fn unix_seconds() -> u64 {
 impl NfsBackend {
     /// The backend `cairn-csi serve` asked for: every server operation and
     /// kernel mount bounded by `--nfs-timeout`.
-    pub fn from_settings(settings: &Settings) -> Self {
-        let timeout = settings.nfs_timeout.max(Duration::from_secs(1));
+    pub fn from_args(args: &ServeArgs) -> Self {
+        let timeout = Duration::from_secs(args.nfs_timeout.max(1));
         Self::new(
             timeout,
             timeout,
-            settings.default_volume_size,
+            args.default_volume_size,
             Handle::current(),
         )
     }
