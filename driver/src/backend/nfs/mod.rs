@@ -31,7 +31,6 @@ use crate::cli::ServeArgs;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeName, MAX_ID_LEN};
 use crate::mount;
-use crate::rpc::blocking;
 use client::Share;
 use id::{NfsServer, NfsVolumeId, OnDelete, SharePath};
 use params::{ClientOptions, NfsClass};
@@ -122,10 +121,9 @@ impl NfsBackend {
         }
     }
 
-    /// Connects to a share, runs `work` on it and closes it, from the
-    /// blocking pool where backend calls run (the runtime's own thread keeps
-    /// driving the client's sockets and timers).
-    fn with_share<T>(
+    /// Connects to a share, runs `work` on it and closes it. The async
+    /// calls (snapshots, restores, clones) await this directly.
+    async fn on_share<T>(
         &self,
         server: &NfsServer,
         port: u16,
@@ -134,13 +132,36 @@ impl NfsBackend {
         work: impl AsyncFnOnce(&Share) -> Result<T>,
     ) -> Result<T> {
         let version = ClientOptions::from_mount_flags(mount_flags)?.version;
-        self.runtime.block_on(async {
-            let share =
-                Share::connect(server, port, share, version.as_deref(), self.deadline).await?;
-            let result = work(&share).await;
-            share.close().await;
-            result
-        })
+        let share = Share::connect(server, port, share, version.as_deref(), self.deadline).await?;
+        let result = work(&share).await;
+        share.close().await;
+        result
+    }
+
+    /// [`Self::on_share`] on the share that holds volume `id`.
+    async fn on_volume_share<T>(
+        &self,
+        id: &NfsVolumeId,
+        mount_flags: &[String],
+        work: impl AsyncFnOnce(&Share) -> Result<T>,
+    ) -> Result<T> {
+        self.on_share(&id.server, id.port, &id.share, mount_flags, work)
+            .await
+    }
+
+    /// [`Self::on_share`] for the synchronous trait methods, which run on
+    /// the blocking pool: the runtime's own thread keeps driving the
+    /// client's sockets and timers.
+    fn with_share<T>(
+        &self,
+        server: &NfsServer,
+        port: u16,
+        share: &SharePath,
+        mount_flags: &[String],
+        work: impl AsyncFnOnce(&Share) -> Result<T>,
+    ) -> Result<T> {
+        self.runtime
+            .block_on(self.on_share(server, port, share, mount_flags, work))
     }
 
     /// [`Self::with_share`] on the share that holds volume `id`.
@@ -195,13 +216,13 @@ impl NfsBackend {
 
     /// CreateVolume, with the new directory filled from `source` (a
     /// snapshot or another volume on the same share) when one is given.
-    pub fn create_with(
+    async fn create_with(
         &self,
         request: &NewVolume,
         source: Option<&snapshot::NfsSource>,
     ) -> Result<Volume> {
         let (class, id) = Self::planned(request)?;
-        self.with_volume_share(&id, &request.mount_flags, async |share| {
+        self.on_volume_share(&id, &request.mount_flags, async |share| {
             let dir = id.subdir.as_str();
             let wanted = Record {
                 name: request.name.as_str().to_string(),
@@ -293,6 +314,7 @@ impl NfsBackend {
             }
             Ok(Self::to_volume(&id, record))
         })
+        .await
     }
 
     /// AlreadyExists unless `existing` (a volume, or a claim) was made by
@@ -416,7 +438,7 @@ impl Backend for NfsBackend {
     }
 
     fn create(&self, request: &NewVolume) -> Result<Volume> {
-        self.create_with(request, None)
+        self.runtime.block_on(self.create_with(request, None))
     }
 
     fn delete(&self, id: &VolumeId) -> Result<()> {
@@ -665,30 +687,25 @@ impl Backend for NfsBackend {
         source: VolumeId,
     ) -> Result<Snapshot> {
         let id = Self::snapshot_id(nfs_id(&source)?, &name)?;
-        blocking(move || {
-            let made = self.make_snapshot(&id, &source, &name)?;
-            snapshot::to_snapshot(&id, made)
-        })
-        .await
+        let made = self.make_snapshot(&id, &source, &name).await?;
+        snapshot::to_snapshot(&id, made)
     }
 
     async fn delete_snapshot(self: Arc<Self>, id: SnapshotId) -> Result<()> {
         let SnapshotId::Nfs(id) = id else {
             return Ok(());
         };
-        blocking(move || self.remove_snapshot(&id)).await
+        self.remove_snapshot(&id).await
     }
 
     async fn snapshot(self: Arc<Self>, id: SnapshotId) -> Result<Option<Snapshot>> {
         let SnapshotId::Nfs(id) = id else {
             return Ok(None);
         };
-        blocking(move || {
-            self.find_snapshot(&id)?
-                .map(|found| snapshot::to_snapshot(&id, found))
-                .transpose()
-        })
-        .await
+        self.find_snapshot(&id)
+            .await?
+            .map(|found| snapshot::to_snapshot(&id, found))
+            .transpose()
     }
 
     fn takes_source(&self, source: &ContentSource) -> bool {
@@ -705,7 +722,7 @@ impl Backend for NfsBackend {
                 "NFS volumes cannot be created from {source}: it lives on the other backend"
             ))
         })?;
-        blocking(move || self.create_with(&request, Some(&source))).await
+        self.create_with(&request, Some(&source)).await
     }
 }
 

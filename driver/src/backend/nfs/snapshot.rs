@@ -101,14 +101,14 @@ impl NfsBackend {
 
     /// Copies `source` into the snapshot `id` ([`Self::snapshot_id`] of
     /// `name`); idempotent on name.
-    pub fn make_snapshot(
+    pub async fn make_snapshot(
         &self,
         id: &NfsSnapshotId,
         source: &VolumeId,
         name: &VolumeName,
     ) -> Result<NfsSnapshot> {
         let volume = nfs_id(source)?;
-        self.with_volume_share(volume, &[], async |share| {
+        self.on_volume_share(volume, &[], async |share| {
             if let Some(existing) = read_snapshot(share, id).await? {
                 if existing.name != name.as_str() || existing.source != source.to_string() {
                     return Err(Error::AlreadyExists(format!(
@@ -173,11 +173,12 @@ impl NfsBackend {
             share.write_json(&record_path(id), &snapshot).await?;
             Ok(snapshot)
         })
+        .await
     }
 
     /// Deletes a snapshot; an unknown one is already deleted.
-    pub fn remove_snapshot(&self, id: &NfsSnapshotId) -> Result<()> {
-        self.with_share(&id.server, id.port, &id.share, &[], async |share| {
+    pub async fn remove_snapshot(&self, id: &NfsSnapshotId) -> Result<()> {
+        self.on_share(&id.server, id.port, &id.share, &[], async |share| {
             let record = read_snapshot(share, id).await?;
             let claimed = share.exists(&claim_path(id)).await?;
             if !claimed {
@@ -201,12 +202,14 @@ impl NfsBackend {
             share.remove_tree(&partial_dir(id)).await?;
             share.remove_file(&claim_path(id)).await
         })
+        .await
     }
 
-    pub fn find_snapshot(&self, id: &NfsSnapshotId) -> Result<Option<NfsSnapshot>> {
-        self.with_share(&id.server, id.port, &id.share, &[], async |share| {
+    pub async fn find_snapshot(&self, id: &NfsSnapshotId) -> Result<Option<NfsSnapshot>> {
+        self.on_share(&id.server, id.port, &id.share, &[], async |share| {
             read_snapshot(share, id).await
         })
+        .await
     }
 
     /// Fills the new volume `target` with a copy of `source` on the same
