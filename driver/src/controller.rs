@@ -15,7 +15,7 @@ use crate::driver::Driver;
 use crate::error::{missing, Error, Result};
 use crate::ids::{VolumeId, VolumeName};
 use crate::page_token;
-use crate::rpc::{blocking, observe, observe_to_completion};
+use crate::rpc::{observe, observe_to_completion};
 use crate::topology;
 
 pub struct ControllerService(pub Arc<Driver>);
@@ -140,7 +140,7 @@ impl ControllerService {
         let lock_key = backend.volume_id_for(&request)?.lock_key();
         let _guard = self.0.locks.lock(&lock_key).await;
         let volume = match &source {
-            None => blocking(move || backend.create(&request)).await?,
+            None => backend.create(request).await?,
             Some(source) => backend.create_from(request, source.clone()).await?,
         };
         let mut volume = to_wire(volume);
@@ -161,20 +161,19 @@ impl ControllerService {
         let backend = self.0.backends.for_id(&id)?;
         let _guard = self.0.locks.lock(&id.lock_key()).await;
         backend.clone().stop_restore(id.clone()).await;
-        blocking(move || backend.delete(&id)).await?;
+        backend.delete(id).await?;
         Ok(DeleteVolumeResponse {})
     }
 
     async fn get(&self, id: VolumeId) -> Result<(backend::Volume, Health)> {
         let backend = self.0.backends.for_id(&id)?;
-        blocking(move || {
-            let volume = backend
-                .get(&id)?
-                .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
-            let health = backend.health(&id);
-            Ok((volume, health))
-        })
-        .await
+        let volume = backend
+            .clone()
+            .get(id.clone())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        let health = backend.health(id).await;
+        Ok((volume, health))
     }
 
     async fn validate(
@@ -186,9 +185,9 @@ impl ControllerService {
         let backend = self.0.backends.for_id(&id)?;
         let (volume, _) = self.get(id.clone()).await?;
         let caps = req.volume_capabilities.clone();
-        let supported = blocking(move || backend.supports_volume(&id, &caps)).await?;
-        let mismatch = if let Err(e) = supported {
-            Some(e.0)
+        let unsupported = backend.supports_volume(id, caps).await?;
+        let mismatch = if let Some(unsupported) = unsupported {
+            Some(unsupported.0)
         } else if !req.parameters.is_empty() && sorted(&req.parameters) != volume.parameters {
             Some("parameters differ from those the volume was created with".into())
         } else if !req.mutable_parameters.is_empty() {
@@ -225,21 +224,15 @@ impl ControllerService {
                 "ListVolumes lists local volumes, which this cairn-csi does not serve".into(),
             ));
         };
-        let (page, health) = blocking(move || {
-            let page = lister.list(after.as_ref(), max)?;
-            let health: Vec<Health> = page.volumes.iter().map(|v| lister.health(&v.id)).collect();
-            Ok((page, health))
-        })
-        .await?;
+        let page = lister.list(after, max).await?;
         let entries = page
-            .volumes
+            .entries
             .into_iter()
-            .zip(health)
-            .map(|(volume, health)| list_volumes_response::Entry {
-                volume: Some(to_wire(volume)),
+            .map(|listed| list_volumes_response::Entry {
+                volume: Some(to_wire(listed.volume)),
                 status: Some(list_volumes_response::VolumeStatus {
                     published_node_ids: Vec::new(),
-                    volume_condition: Some(volume_condition(health)),
+                    volume_condition: Some(volume_condition(listed.health)),
                 }),
             })
             .collect();
@@ -274,17 +267,11 @@ impl ControllerService {
             return Ok(GetCapacityResponse::default());
         }
         let mount_flags = mount_flags_of(&req.volume_capabilities);
-        let (available, maximum) = blocking(move || {
-            Ok((
-                backend.available_bytes(&parameters, &mount_flags)?,
-                backend.maximum_volume_bytes(&parameters, &mount_flags)?,
-            ))
-        })
-        .await?;
+        let capacity = backend.capacity(parameters, mount_flags).await?;
         let wire = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
         Ok(GetCapacityResponse {
-            available_capacity: wire(available),
-            maximum_volume_size: maximum.map(wire),
+            available_capacity: wire(capacity.available_bytes),
+            maximum_volume_size: capacity.maximum_volume_bytes.map(wire),
             minimum_volume_size: None,
         })
     }
@@ -307,17 +294,18 @@ impl ControllerService {
             check_one_well_formed(cap, "volume_capability")?;
         }
         let _guard = self.0.locks.lock(&id.lock_key()).await;
-        let expanded = blocking(move || {
-            // Checked against the volume itself: a block capability for a
-            // filesystem volume is as wrong as an unsupported one.
-            if let Some(cap) = &cap {
-                backend
-                    .supports_volume(&id, std::slice::from_ref(cap))?
-                    .map_err(|u| Error::InvalidArgument(u.0))?;
+        // Checked against the volume itself: a block capability for a
+        // filesystem volume is as wrong as an unsupported one.
+        if let Some(cap) = cap {
+            let why_not = backend
+                .clone()
+                .supports_volume(id.clone(), vec![cap])
+                .await?;
+            if let Some(unsupported) = why_not {
+                return Err(Error::InvalidArgument(unsupported.0));
             }
-            backend.expand(&id, &capacity)
-        })
-        .await?;
+        }
+        let expanded = backend.expand(id, capacity).await?;
         Ok(ControllerExpandVolumeResponse {
             capacity_bytes: i64::try_from(expanded.capacity_bytes).unwrap_or(i64::MAX),
             node_expansion_required: expanded.node_expansion_required,

@@ -92,12 +92,29 @@ pub struct Volume {
     pub node: Option<NodeId>,
 }
 
+/// A volume in a listing, with its condition.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub volume: Volume,
+    pub health: Health,
+}
+
 /// One page of a volume listing.
 #[derive(Debug, Clone)]
 pub struct Page {
-    pub volumes: Vec<Volume>,
+    pub entries: Vec<Listed>,
     /// Where the next page starts, if there is one.
     pub next: Option<VolumeKey>,
+}
+
+/// What GetCapacity reports for some parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes that can still be provisioned.
+    pub available_bytes: u64,
+    /// The largest volume these parameters can get; `None`: no particular
+    /// maximum.
+    pub maximum_volume_bytes: Option<u64>,
 }
 
 /// A snapshot as its backend reports it.
@@ -196,34 +213,48 @@ pub trait Backend: Send + Sync + 'static {
     /// without touching storage: the controller locks on it before
     /// creating, the key every later call on the volume takes.
     fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId>;
+
+    // ---- Controller calls: async, they may wait on a server ----
+
     /// Creates the volume, or returns the existing one with that name when
     /// `request` is compatible with it (AlreadyExists otherwise).
-    fn create(&self, request: &NewVolume) -> Result<Volume>;
+    async fn create(self: Arc<Self>, request: NewVolume) -> Result<Volume>;
     /// Deletes the volume; an unknown volume is already deleted.
-    fn delete(&self, id: &VolumeId) -> Result<()>;
-    fn get(&self, id: &VolumeId) -> Result<Option<Volume>>;
-    /// Bytes that can still be provisioned with these parameters and the
-    /// capabilities' mount flags.
-    fn available_bytes(
-        &self,
-        parameters: &BTreeMap<String, String>,
-        mount_flags: &[String],
-    ) -> Result<u64>;
+    async fn delete(self: Arc<Self>, id: VolumeId) -> Result<()>;
+    /// The volume, if it exists.
+    async fn get(self: Arc<Self>, id: VolumeId) -> Result<Option<Volume>>;
     /// Controller-side health of a volume.
-    fn health(&self, id: &VolumeId) -> Health;
-    /// The largest volume these parameters can get (GetCapacity's
-    /// `maximum_volume_size`); `None`: no particular maximum.
-    fn maximum_volume_bytes(
-        &self,
-        _parameters: &BTreeMap<String, String>,
-        _mount_flags: &[String],
-    ) -> Result<Option<u64>> {
-        Ok(None)
-    }
+    async fn health(self: Arc<Self>, id: VolumeId) -> Health;
+    /// What can still be provisioned with these parameters and the
+    /// capabilities' mount flags.
+    async fn capacity(
+        self: Arc<Self>,
+        parameters: BTreeMap<String, String>,
+        mount_flags: Vec<String>,
+    ) -> Result<Capacity>;
     /// Grows the volume to what `capacity` asks (ControllerExpandVolume);
     /// a volume already that large is left as it is. NotFound when it does
     /// not exist, OutOfRange when the range would shrink it.
-    fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded>;
+    async fn expand(self: Arc<Self>, id: VolumeId, capacity: Range) -> Result<Expanded>;
+    /// Why the existing volume `id` cannot serve one of `caps` (its access
+    /// type included), if it cannot (ValidateVolumeCapabilities).
+    async fn supports_volume(
+        self: Arc<Self>,
+        _id: VolumeId,
+        caps: Vec<VolumeCapability>,
+    ) -> Result<Option<Unsupported>> {
+        Ok(caps.iter().find_map(|cap| self.supports(cap).err()))
+    }
+    /// One page of volumes after `after`, at most `max` (0: no limit), each
+    /// with its health. Only when [`Backend::can_list`].
+    async fn list(self: Arc<Self>, _after: Option<VolumeKey>, _max: usize) -> Result<Page> {
+        Err(Error::Unimplemented(format!(
+            "{} volumes cannot be listed",
+            self.kind()
+        )))
+    }
+
+    // ---- Node calls: synchronous syscalls, run by `rpc::node_work` ----
 
     /// Makes the volume available at `staging` (an existing directory under
     /// the kubelet dir). Succeeds without change when it already is.
@@ -237,17 +268,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Usage and health of the volume as mounted at `path`. NotFound when
     /// `path` does not hold this volume.
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<Stats>;
-
-    /// Whether the existing volume `id` can serve every one of `caps` (its
-    /// access type included), for ValidateVolumeCapabilities: `Ok(Err(_))`
-    /// says why not.
-    fn supports_volume(
-        &self,
-        _id: &VolumeId,
-        caps: &[VolumeCapability],
-    ) -> Result<Result<(), Unsupported>> {
-        Ok(caps.iter().try_for_each(|cap| self.supports(cap)))
-    }
 
     /// Undoes what `stage` did besides the staging mount, which the caller
     /// unmounts (a block volume's loop devices). `staging` may be gone
@@ -284,13 +304,6 @@ pub trait Backend: Send + Sync + 'static {
     /// StorageClasses point cannot.
     fn can_list(&self) -> bool {
         false
-    }
-    /// One page of volumes after `after`, at most `max` (0: no limit).
-    fn list(&self, _after: Option<&VolumeKey>, _max: usize) -> Result<Page> {
-        Err(Error::Unimplemented(format!(
-            "{} volumes cannot be listed",
-            self.kind()
-        )))
     }
     /// Whether the backend can serve calls now (Probe, `/healthz`): a
     /// cheap check that never waits on a remote server.

@@ -211,20 +211,18 @@ impl NodeService {
         // One key per volume, the controller's too: an unpublish never
         // interleaves with a DeleteVolume or an inline volume's creation.
         let _guard = self.driver.locks.lock(&id.lock_key()).await;
-        node_work(local_work, move || {
-            node.unpublish(&id, &target)?;
-            // Also on a retry whose earlier attempt unmounted and then died.
-            if let Some(local) = inline {
-                if local
-                    .get(&id)?
-                    .is_some_and(|v| ephemeral::is_inline_volume(&v.parameters))
-                {
-                    local.delete(&id)?;
-                }
+        {
+            let id = id.clone();
+            node_work(local_work, move || node.unpublish(&id, &target)).await?;
+        }
+        // Also on a retry whose earlier attempt unmounted and then died.
+        if let Some(host) = inline {
+            let volume = host.clone().get(id.clone()).await?;
+            if volume.is_some_and(|v| ephemeral::is_inline_volume(&v.parameters)) {
+                host.delete(id).await?;
             }
-            Ok(NodeUnpublishVolumeResponse {})
-        })
-        .await
+        }
+        Ok(NodeUnpublishVolumeResponse {})
     }
 
     /// NodePublishVolume of an inline ephemeral volume: create the local
@@ -252,14 +250,15 @@ impl NodeService {
         let flags = publish_flags(&*local, cap, req.readonly)?;
         let node = self.node.clone();
         let _guard = self.driver.locks.lock(&id.lock_key()).await;
+        let request = NewVolume {
+            name,
+            capacity: inline.capacity,
+            parameters: inline.parameters,
+            mount_flags: Vec::new(),
+            access: AccessKind::Mount,
+        };
+        local.clone().create(request).await?;
         blocking(move || {
-            local.create(&NewVolume {
-                name,
-                capacity: inline.capacity,
-                parameters: inline.parameters,
-                mount_flags: Vec::new(),
-                access: AccessKind::Mount,
-            })?;
             node.publish_inline(&id, &target, flags, &*local)?;
             Ok(NodePublishVolumeResponse {})
         })

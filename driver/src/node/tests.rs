@@ -15,7 +15,7 @@ use cairn_proto::v1::VolumeCapability;
 use tonic::Code;
 
 use super::flow::{publish_flags, NodeContext, Publish};
-use crate::backend::{Backend, BackendKind, Expanded, Health, NewVolume, Stats, Volume};
+use crate::backend::{Backend, BackendKind, Capacity, Expanded, Health, NewVolume, Stats, Volume};
 use crate::capability::{access_kind, AccessKind, Unsupported};
 use crate::capacity::Range;
 use crate::error::{Error, Result};
@@ -74,22 +74,26 @@ impl Backend for FakeBackend {
     fn volume_id_for(&self, _: &NewVolume) -> Result<VolumeId> {
         unused()
     }
-    fn create(&self, _: &NewVolume) -> Result<Volume> {
+    async fn create(self: Arc<Self>, _: NewVolume) -> Result<Volume> {
         unused()
     }
-    fn delete(&self, _: &VolumeId) -> Result<()> {
+    async fn delete(self: Arc<Self>, _: VolumeId) -> Result<()> {
         unused()
     }
-    fn get(&self, _: &VolumeId) -> Result<Option<Volume>> {
+    async fn get(self: Arc<Self>, _: VolumeId) -> Result<Option<Volume>> {
         unused()
     }
-    fn available_bytes(&self, _: &BTreeMap<String, String>, _: &[String]) -> Result<u64> {
+    async fn capacity(
+        self: Arc<Self>,
+        _: BTreeMap<String, String>,
+        _: Vec<String>,
+    ) -> Result<Capacity> {
         unused()
     }
-    fn health(&self, _: &VolumeId) -> Health {
+    async fn health(self: Arc<Self>, _: VolumeId) -> Health {
         Health::Ok
     }
-    fn expand(&self, _: &VolumeId, _: &Range) -> Result<Expanded> {
+    async fn expand(self: Arc<Self>, _: VolumeId, _: Range) -> Result<Expanded> {
         unused()
     }
     fn stage(&self, id: &VolumeId, staging: &Path, _: &VolumeCapability) -> Result<()> {

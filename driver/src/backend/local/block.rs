@@ -643,7 +643,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let b = backend(root.path());
         let v = b
-            .create(&request("pvc-b", 5 << 20, AccessKind::Block))
+            .create_volume(&request("pvc-b", 5 << 20, AccessKind::Block))
             .unwrap();
         let file = root.path().join("volumes/pvc-b/block");
         let meta = std::fs::metadata(&file).unwrap();
@@ -654,18 +654,18 @@ mod tests {
         assert!(root.path().join("volumes/pvc-b/attachments").is_dir());
         assert!(!root.path().join("volumes/pvc-b/data").exists());
         assert_eq!(
-            b.create(&request("pvc-b", 5 << 20, AccessKind::Block))
+            b.create_volume(&request("pvc-b", 5 << 20, AccessKind::Block))
                 .unwrap(),
             v
         );
         assert!(matches!(
-            b.create(&request("pvc-b", 5 << 20, AccessKind::Mount)),
+            b.create_volume(&request("pvc-b", 5 << 20, AccessKind::Mount)),
             Err(Error::AlreadyExists(_))
         ));
-        assert!(matches!(b.health(&v.id), Health::Ok));
+        assert!(matches!(b.volume_health(&v.id), Health::Ok));
         assert!(matches!(
             b.grow_block_file(
-                &b.create(&request("pvc-m", 0, AccessKind::Mount))
+                &b.create_volume(&request("pvc-m", 0, AccessKind::Mount))
                     .unwrap()
                     .id,
                 1
@@ -681,7 +681,7 @@ mod tests {
         let kubelet = tempfile::tempdir().unwrap();
         let b = backend(root.path());
         let v = b
-            .create(&request("pvc-grow", 1 << 20, AccessKind::Block))
+            .create_volume(&request("pvc-grow", 1 << 20, AccessKind::Block))
             .unwrap();
         let staging = kubelet.path().join("staging");
         std::fs::create_dir(&staging).unwrap();
@@ -703,10 +703,13 @@ mod tests {
         assert_eq!(device_size(&ro), grown);
 
         // Staged: DeleteVolume refuses; after unstage it deletes.
-        assert!(matches!(b.delete(&v.id), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            b.delete_volume(&v.id),
+            Err(Error::FailedPrecondition(_))
+        ));
         b.unstage(&v.id, &staging).unwrap();
         assert_eq!(b.refresh_block_devices(&v.id).unwrap(), 0);
-        b.delete(&v.id).unwrap();
+        b.delete_volume(&v.id).unwrap();
     }
 
     #[test]

@@ -45,8 +45,8 @@ use serde::{Deserialize, Serialize};
 use cairn_proto::v1::VolumeCapability;
 
 use super::{
-    Backend, BackendKind, Census, Expanded, Health, NewVolume, Page, Snapshot, SnapshotPage, Stats,
-    Usage, Volume,
+    Backend, BackendKind, Capacity, Census, Expanded, Health, Listed, NewVolume, Page, Snapshot,
+    SnapshotPage, Stats, Usage, Volume,
 };
 use crate::capability::{self, AccessKind, Unsupported};
 use crate::capacity::Range;
@@ -56,6 +56,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName};
 use crate::mount::{self, BindFlags, MountCounts, PathState};
 use crate::page_token;
+use crate::rpc::blocking;
 use id::LocalVolumeId;
 use snapshot::Copies;
 
@@ -443,7 +444,11 @@ impl LocalBackend {
     }
 
     /// Volumes in key order, starting after `after`, at most `max` (0: all).
-    fn list_volumes(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
+    fn list_volumes(
+        &self,
+        after: Option<&VolumeKey>,
+        max: usize,
+    ) -> Result<(Vec<Volume>, Option<VolumeKey>)> {
         let mut keys = keys_in(&self.volumes_dir())?;
         keys.retain(|key| after.is_none_or(|a| key > a));
         let next = page_token::take_page(&mut keys, max, |key| key);
@@ -454,7 +459,7 @@ impl LocalBackend {
                 volumes.push(self.to_volume(key, meta));
             }
         }
-        Ok(Page { volumes, next })
+        Ok((volumes, next))
     }
 
     /// Largest volume that could ever be provisioned here.
@@ -551,33 +556,12 @@ impl LocalBackend {
     }
 }
 
-#[tonic::async_trait]
-impl Backend for LocalBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Local
-    }
-
-    fn node(&self) -> Option<&NodeId> {
-        Some(&self.node)
-    }
-
-    fn node_work_is_local(&self) -> bool {
-        true
-    }
-
-    fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
-        check_parameters(parameters)
-    }
-
-    fn supports(&self, capability: &VolumeCapability) -> Result<(), Unsupported> {
-        capability::local_supports(capability)
-    }
-
-    fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId> {
-        Ok(VolumeId::local(self.node.clone(), request.name.key()))
-    }
-
-    fn create(&self, request: &NewVolume) -> Result<Volume> {
+/// The controller side, synchronous: the trait's async methods run these
+/// on the blocking pool.
+impl LocalBackend {
+    /// CreateVolume: the existing volume of that name when `request` is
+    /// compatible with it, a new one otherwise.
+    pub fn create_volume(&self, request: &NewVolume) -> Result<Volume> {
         check_parameters(&request.parameters)?;
         let key = request.name.key();
         if let Some(existing) = self.read_meta(&key)? {
@@ -616,7 +600,8 @@ impl Backend for LocalBackend {
         Ok(self.to_volume(key, meta))
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<()> {
+    /// DeleteVolume: refused while staged; the tree goes to the janitor.
+    pub fn delete_volume(&self, id: &VolumeId) -> Result<()> {
         let local = match self.owned(id) {
             Ok(local) => local,
             Err(Error::NotFound(why)) => {
@@ -656,7 +641,8 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
+    /// The volume `id`, if it exists here.
+    pub fn volume(&self, id: &VolumeId) -> Result<Option<Volume>> {
         let Ok(local) = self.owned(id) else {
             return Ok(None);
         };
@@ -665,11 +651,8 @@ impl Backend for LocalBackend {
             .map(|meta| self.to_volume(local.key.clone(), meta)))
     }
 
-    fn available_bytes(
-        &self,
-        parameters: &BTreeMap<String, String>,
-        _mount_flags: &[String],
-    ) -> Result<u64> {
+    /// GetCapacity's `available_capacity`.
+    fn available_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64> {
         check_parameters(parameters)?;
         // Capacity CreateVolume would refuse is no capacity.
         if self.enforcement.check_create().is_err() {
@@ -678,25 +661,143 @@ impl Backend for LocalBackend {
         Ok(self.ledger.available(ledger::Space::of(&self.statvfs()?)))
     }
 
-    fn maximum_volume_bytes(
-        &self,
-        parameters: &BTreeMap<String, String>,
-        _mount_flags: &[String],
-    ) -> Result<Option<u64>> {
+    /// GetCapacity's `maximum_volume_size`: 0 when no volume could be
+    /// created (sizes unenforceable and refused, or all promised).
+    fn maximum_volume_bytes(&self, parameters: &BTreeMap<String, String>) -> Result<u64> {
         check_parameters(parameters)?;
         if self.enforcement.check_create().is_err() {
-            return Ok(Some(0));
+            return Ok(0);
         }
         let space = ledger::Space::of(&self.statvfs()?);
-        Ok(Some(if self.ledger.overcommits() {
+        Ok(if self.ledger.overcommits() {
             space.size
         } else {
             self.ledger.available(space)
-        }))
+        })
     }
 
-    fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded> {
-        self.expand_volume(id, capacity)
+    /// Whether the volume's storage is usable.
+    pub fn volume_health(&self, id: &VolumeId) -> Health {
+        let data = self.data_dir(id);
+        if data.is_err() {
+            if let Ok(dir) = self.block_dir(id) {
+                return block::health(&dir, id);
+            }
+        }
+        health_of(&data)
+    }
+
+    /// Why the existing volume `id` cannot serve one of `caps` (its access
+    /// type included), if it cannot.
+    fn volume_supports(
+        &self,
+        id: &VolumeId,
+        caps: &[VolumeCapability],
+    ) -> Result<Option<Unsupported>> {
+        let local = self.owned(id)?;
+        let meta = self
+            .read_meta(&local.key)?
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        Ok(caps.iter().find_map(|cap| {
+            if let Err(unsupported) = capability::local_supports(cap) {
+                return Some(unsupported);
+            }
+            let asked = capability::access_kind(cap);
+            if asked != meta.access_type {
+                return Some(Unsupported(format!(
+                    "volume {id} is a {} volume; access type {} is not supported for it",
+                    meta.access_type.as_str(),
+                    asked.as_str()
+                )));
+            }
+            None
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for LocalBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Local
+    }
+
+    fn node(&self) -> Option<&NodeId> {
+        Some(&self.node)
+    }
+
+    fn node_work_is_local(&self) -> bool {
+        true
+    }
+
+    fn check_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
+        check_parameters(parameters)
+    }
+
+    fn supports(&self, capability: &VolumeCapability) -> Result<(), Unsupported> {
+        capability::local_supports(capability)
+    }
+
+    fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId> {
+        Ok(VolumeId::local(self.node.clone(), request.name.key()))
+    }
+
+    async fn create(self: Arc<Self>, request: NewVolume) -> Result<Volume> {
+        blocking(move || self.create_volume(&request)).await
+    }
+
+    async fn delete(self: Arc<Self>, id: VolumeId) -> Result<()> {
+        blocking(move || self.delete_volume(&id)).await
+    }
+
+    async fn get(self: Arc<Self>, id: VolumeId) -> Result<Option<Volume>> {
+        blocking(move || self.volume(&id)).await
+    }
+
+    async fn health(self: Arc<Self>, id: VolumeId) -> Health {
+        blocking(move || Ok(self.volume_health(&id)))
+            .await
+            .unwrap_or_else(|e| Health::Abnormal(e.to_string()))
+    }
+
+    async fn capacity(
+        self: Arc<Self>,
+        parameters: BTreeMap<String, String>,
+        _mount_flags: Vec<String>,
+    ) -> Result<Capacity> {
+        blocking(move || {
+            Ok(Capacity {
+                available_bytes: self.available_bytes(&parameters)?,
+                maximum_volume_bytes: Some(self.maximum_volume_bytes(&parameters)?),
+            })
+        })
+        .await
+    }
+
+    async fn supports_volume(
+        self: Arc<Self>,
+        id: VolumeId,
+        caps: Vec<VolumeCapability>,
+    ) -> Result<Option<Unsupported>> {
+        blocking(move || self.volume_supports(&id, &caps)).await
+    }
+
+    async fn expand(self: Arc<Self>, id: VolumeId, capacity: Range) -> Result<Expanded> {
+        blocking(move || self.expand_volume(&id, &capacity)).await
+    }
+
+    async fn list(self: Arc<Self>, after: Option<VolumeKey>, max: usize) -> Result<Page> {
+        blocking(move || {
+            let (volumes, next) = self.list_volumes(after.as_ref(), max)?;
+            let entries = volumes
+                .into_iter()
+                .map(|volume| Listed {
+                    health: self.volume_health(&volume.id),
+                    volume,
+                })
+                .collect();
+            Ok(Page { entries, next })
+        })
+        .await
     }
 
     fn node_expand(
@@ -707,16 +808,6 @@ impl Backend for LocalBackend {
         capacity: &Range,
     ) -> Result<u64> {
         self.node_expand_volume(id, path, capability, capacity)
-    }
-
-    fn health(&self, id: &VolumeId) -> Health {
-        let data = self.data_dir(id);
-        if data.is_err() {
-            if let Ok(dir) = self.block_dir(id) {
-                return block::health(&dir, id);
-            }
-        }
-        health_of(&data)
     }
 
     fn stage(&self, id: &VolumeId, staging: &Path, capability: &VolumeCapability) -> Result<()> {
@@ -781,7 +872,7 @@ impl Backend for LocalBackend {
         let data = self.data_dir(id);
         let health = health_of(&data);
         if !state.is_mount_root {
-            if self.get(id)?.is_none() {
+            if self.volume(id)?.is_none() {
                 return Err(not_found());
             }
             return Ok(Stats {
@@ -817,29 +908,6 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn supports_volume(
-        &self,
-        id: &VolumeId,
-        caps: &[VolumeCapability],
-    ) -> Result<Result<(), Unsupported>> {
-        let local = self.owned(id)?;
-        let meta = self
-            .read_meta(&local.key)?
-            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
-        Ok(caps.iter().try_for_each(|cap| {
-            capability::local_supports(cap)?;
-            let asked = capability::access_kind(cap);
-            if asked != meta.access_type {
-                return Err(Unsupported(format!(
-                    "volume {id} is a {} volume; access type {} is not supported for it",
-                    meta.access_type.as_str(),
-                    asked.as_str()
-                )));
-            }
-            Ok(())
-        }))
-    }
-
     fn unstage(&self, id: &VolumeId, staging: &Path) -> Result<()> {
         // Another node's volume was never staged here.
         let Ok(local) = self.owned(id) else {
@@ -858,10 +926,6 @@ impl Backend for LocalBackend {
         true
     }
 
-    fn list(&self, after: Option<&VolumeKey>, max: usize) -> Result<Page> {
-        self.list_volumes(after, max)
-    }
-
     fn ready(&self) -> Result<()> {
         self.root_is_usable()
     }
@@ -870,9 +934,9 @@ impl Backend for LocalBackend {
         // The same `maximum_volume_size` GetCapacity reports (and the
         // scheduler sees through CSIStorageCapacity).
         let maximum = self
-            .maximum_volume_bytes(&BTreeMap::new(), &[])
+            .maximum_volume_bytes(&BTreeMap::new())
             .map_err(|e| e.to_string())?;
-        if maximum == Some(0) {
+        if maximum == 0 {
             return Err(
                 "this node accepts no new local volume (GetCapacity reports 0): its local root \
                  cannot enforce volume sizes and --unenforced-capacity=refuse is set (the startup \
@@ -891,7 +955,7 @@ impl Backend for LocalBackend {
                 Some(kubelet) => self.count_mounts(kubelet)?,
                 None => MountCounts::default(),
             },
-            maximum_volume_bytes: self.maximum_volume_bytes(&BTreeMap::new(), &[])?,
+            maximum_volume_bytes: Some(self.maximum_volume_bytes(&BTreeMap::new())?),
         }))
     }
 
@@ -1021,13 +1085,13 @@ mod tests {
     fn create_is_idempotent_and_conflicts_are_refused() {
         let root = tempfile::tempdir().unwrap();
         let b = backend(root.path());
-        let v = b.create(&request("pvc-1", 4096)).unwrap();
+        let v = b.create_volume(&request("pvc-1", 4096)).unwrap();
         assert_eq!(v.capacity_bytes, 4096);
         // The controller locks on this id before creating.
         assert_eq!(b.volume_id_for(&request("pvc-1", 4096)).unwrap(), v.id);
-        assert_eq!(b.create(&request("pvc-1", 4096)).unwrap(), v);
+        assert_eq!(b.create_volume(&request("pvc-1", 4096)).unwrap(), v);
         assert!(matches!(
-            b.create(&request("pvc-1", 8192)),
+            b.create_volume(&request("pvc-1", 8192)),
             Err(Error::AlreadyExists(_))
         ));
         assert!(root.path().join("volumes/pvc-1/data").is_dir());
@@ -1041,24 +1105,24 @@ mod tests {
     fn delete_is_idempotent_and_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
         let b = backend(root.path());
-        let v = b.create(&request("pvc-1", 0)).unwrap();
+        let v = b.create_volume(&request("pvc-1", 0)).unwrap();
         std::fs::write(root.path().join("volumes/pvc-1/data/file"), b"x").unwrap();
-        b.delete(&v.id).unwrap();
-        b.delete(&v.id).unwrap();
+        b.delete_volume(&v.id).unwrap();
+        b.delete_volume(&v.id).unwrap();
         assert!(!root.path().join("volumes/pvc-1").exists());
         assert!(b.settle_deletes(std::time::Duration::from_secs(30)));
         assert!(std::fs::read_dir(root.path().join("trash"))
             .unwrap()
             .next()
             .is_none());
-        assert_eq!(b.get(&v.id).unwrap(), None);
+        assert_eq!(b.volume(&v.id).unwrap(), None);
     }
 
     #[test]
     fn restart_clears_half_made_and_half_deleted_volumes() {
         let root = tempfile::tempdir().unwrap();
         let b = backend(root.path());
-        b.create(&request("kept", 0)).unwrap();
+        b.create_volume(&request("kept", 0)).unwrap();
         std::fs::create_dir_all(root.path().join("tmp/half.1.0/data")).unwrap();
         std::fs::create_dir_all(root.path().join("trash/gone.1.0/data")).unwrap();
         let b = backend(root.path());
@@ -1070,7 +1134,7 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
-        assert_eq!(b.list_volumes(None, 0).unwrap().volumes.len(), 1);
+        assert_eq!(b.list_volumes(None, 0).unwrap().0.len(), 1);
     }
 
     #[test]
@@ -1078,14 +1142,14 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let b = backend(root.path());
         for i in 0..7 {
-            b.create(&request(&format!("v{i}"), 0)).unwrap();
+            b.create_volume(&request(&format!("v{i}"), 0)).unwrap();
         }
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = b.list_volumes(after.as_ref(), 3).unwrap();
-            seen.extend(page.volumes.into_iter().map(|v| v.id.to_string()));
-            match page.next {
+            let (volumes, next) = b.list_volumes(after.as_ref(), 3).unwrap();
+            seen.extend(volumes.into_iter().map(|v| v.id.to_string()));
+            match next {
                 Some(next) => after = Some(next),
                 None => break,
             }
@@ -1112,11 +1176,11 @@ mod tests {
     fn other_nodes_volumes_are_not_touched() {
         let root = tempfile::tempdir().unwrap();
         let b = backend(root.path());
-        b.create(&request("pvc-1", 0)).unwrap();
+        b.create_volume(&request("pvc-1", 0)).unwrap();
         let foreign = VolumeId::parse("local:node-b:pvc-1").unwrap();
-        assert!(b.get(&foreign).unwrap().is_none());
+        assert!(b.volume(&foreign).unwrap().is_none());
         assert!(matches!(
-            b.delete(&foreign),
+            b.delete_volume(&foreign),
             Err(Error::FailedPrecondition(_))
         ));
         assert!(root.path().join("volumes/pvc-1").exists());

@@ -34,7 +34,7 @@ impl LocalBackend {
     pub(super) fn scan_volumes(&self) -> Result<(usize, u64)> {
         let mut count = 0;
         let mut promised = 0u64;
-        for volume in self.list_volumes(None, 0)?.volumes {
+        for volume in self.list_volumes(None, 0)?.0 {
             let VolumeId::Local(local) = &volume.id else {
                 continue;
             };
@@ -236,9 +236,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let node = crate::ids::NodeId::parse("node-a").unwrap();
         let b = LocalBackend::open(node, root.path(), 1 << 20).unwrap();
-        let v = crate::backend::Backend::create(
-            &b,
-            &crate::backend::NewVolume {
+        let v = b
+            .create_volume(&crate::backend::NewVolume {
                 name: crate::ids::VolumeName::parse("pvc-1").unwrap(),
                 capacity: Range {
                     required: 4096,
@@ -247,9 +246,8 @@ mod tests {
                 parameters: Default::default(),
                 mount_flags: Vec::new(),
                 access: crate::backend::AccessKind::Mount,
-            },
-        )
-        .unwrap();
+            })
+            .unwrap();
         let grow = |required| Range {
             required,
             limit: None,
@@ -267,7 +265,7 @@ mod tests {
             8192
         );
         assert_eq!(b.ledger.promised(), 8192);
-        crate::backend::Backend::delete(&b, &v.id).unwrap();
+        b.delete_volume(&v.id).unwrap();
         assert_eq!(b.ledger.promised(), 0);
     }
 }

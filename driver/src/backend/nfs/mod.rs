@@ -24,7 +24,9 @@ use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessType};
 use cairn_proto::v1::VolumeCapability;
 use tokio::runtime::Handle;
 
-use super::{Backend, BackendKind, Expanded, Health, NewVolume, Snapshot, Stats, Usage, Volume};
+use super::{
+    Backend, BackendKind, Capacity, Expanded, Health, NewVolume, Snapshot, Stats, Usage, Volume,
+};
 use crate::capability::{self, Unsupported};
 use crate::capacity::Range;
 use crate::cli::ServeArgs;
@@ -121,8 +123,9 @@ impl NfsBackend {
         }
     }
 
-    /// Connects to a share, runs `work` on it and closes it. The async
-    /// calls (snapshots, restores, clones) await this directly.
+    /// Connects to a share, runs `work` on it and closes it. Every
+    /// controller call awaits this on the runtime: the client is async, so
+    /// no thread waits on a server.
     async fn on_share<T>(
         &self,
         server: &NfsServer,
@@ -147,31 +150,6 @@ impl NfsBackend {
     ) -> Result<T> {
         self.on_share(&id.server, id.port, &id.share, mount_flags, work)
             .await
-    }
-
-    /// [`Self::on_share`] for the synchronous trait methods, which run on
-    /// the blocking pool: the runtime's own thread keeps driving the
-    /// client's sockets and timers.
-    fn with_share<T>(
-        &self,
-        server: &NfsServer,
-        port: u16,
-        share: &SharePath,
-        mount_flags: &[String],
-        work: impl AsyncFnOnce(&Share) -> Result<T>,
-    ) -> Result<T> {
-        self.runtime
-            .block_on(self.on_share(server, port, share, mount_flags, work))
-    }
-
-    /// [`Self::with_share`] on the share that holds volume `id`.
-    fn with_volume_share<T>(
-        &self,
-        id: &NfsVolumeId,
-        mount_flags: &[String],
-        work: impl AsyncFnOnce(&Share) -> Result<T>,
-    ) -> Result<T> {
-        self.with_share(&id.server, id.port, &id.share, mount_flags, work)
     }
 
     /// The record of volume `id`, if it exists (a claim of a CreateVolume
@@ -437,13 +415,13 @@ impl Backend for NfsBackend {
         Ok(VolumeId::Nfs(Self::planned(request)?.1))
     }
 
-    fn create(&self, request: &NewVolume) -> Result<Volume> {
-        self.runtime.block_on(self.create_with(request, None))
+    async fn create(self: Arc<Self>, request: NewVolume) -> Result<Volume> {
+        self.create_with(&request, None).await
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<()> {
-        let nfs = nfs_id(id)?;
-        self.with_volume_share(nfs, &[], async |share| {
+    async fn delete(self: Arc<Self>, id: VolumeId) -> Result<()> {
+        let nfs = nfs_id(&id)?;
+        self.on_volume_share(nfs, &[], async |share| {
             let dir = nfs.subdir.as_str();
             // A restore given up on mid-copy (its CreateVolume never
             // retried) left this: a name only Cairn uses, never a volume,
@@ -478,40 +456,49 @@ impl Backend for NfsBackend {
             // Last: while the record exists, a retry finds the volume.
             records::remove(share, dir).await
         })
+        .await
     }
 
-    fn get(&self, id: &VolumeId) -> Result<Option<Volume>> {
-        let nfs = nfs_id(id)?;
-        self.with_volume_share(nfs, &[], async |share| {
+    async fn get(self: Arc<Self>, id: VolumeId) -> Result<Option<Volume>> {
+        let nfs = nfs_id(&id)?;
+        self.on_volume_share(nfs, &[], async |share| {
             Ok(self
                 .read_record(share, nfs)
                 .await?
                 .map(|r| Self::to_volume(nfs, r)))
         })
+        .await
     }
 
-    fn available_bytes(
-        &self,
-        parameters: &BTreeMap<String, String>,
-        mount_flags: &[String],
-    ) -> Result<u64> {
-        let class = NfsClass::parse(parameters)?;
-        let port = ClientOptions::from_mount_flags(mount_flags)?.port;
-        self.with_share(
-            &class.server,
-            port,
-            &class.share,
-            mount_flags,
-            async |share| share.available_bytes().await,
-        )
+    /// What the export's filesystem has free; no particular maximum.
+    async fn capacity(
+        self: Arc<Self>,
+        parameters: BTreeMap<String, String>,
+        mount_flags: Vec<String>,
+    ) -> Result<Capacity> {
+        let class = NfsClass::parse(&parameters)?;
+        let port = ClientOptions::from_mount_flags(&mount_flags)?.port;
+        let available_bytes = self
+            .on_share(
+                &class.server,
+                port,
+                &class.share,
+                &mount_flags,
+                async |share| share.available_bytes().await,
+            )
+            .await?;
+        Ok(Capacity {
+            available_bytes,
+            maximum_volume_bytes: None,
+        })
     }
 
     /// Raises the size recorded beside the volume's directory. NFS has no
     /// per-directory limit: the new size, like the old one, is recorded and
     /// reported, not enforced, and nothing needs doing on the nodes.
-    fn expand(&self, id: &VolumeId, capacity: &Range) -> Result<Expanded> {
-        let nfs = nfs_id(id)?;
-        self.with_volume_share(nfs, &[], async |share| {
+    async fn expand(self: Arc<Self>, id: VolumeId, capacity: Range) -> Result<Expanded> {
+        let nfs = nfs_id(&id)?;
+        self.on_volume_share(nfs, &[], async |share| {
             let (mut record, layout) = records::read(share, nfs.subdir.as_str())
                 .await?
                 .filter(|(r, _)| !r.pending)
@@ -534,15 +521,18 @@ impl Backend for NfsBackend {
                 node_expansion_required: false,
             })
         })
+        .await
     }
 
-    fn health(&self, id: &VolumeId) -> Health {
-        let Ok(nfs) = nfs_id(id) else {
+    async fn health(self: Arc<Self>, id: VolumeId) -> Health {
+        let Ok(nfs) = nfs_id(&id) else {
             return Health::Abnormal(format!("{id} is not an NFS volume"));
         };
-        let checked = self.with_volume_share(nfs, &[], async |share| {
-            share.exists(nfs.subdir.as_str()).await
-        });
+        let checked = self
+            .on_volume_share(nfs, &[], async |share| {
+                share.exists(nfs.subdir.as_str()).await
+            })
+            .await;
         match checked {
             Ok(true) => Health::Ok,
             Ok(false) => Health::Abnormal(format!(

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::backend::Backend;
 use crate::capacity::Range;
 use crate::ids::NodeId;
 
@@ -50,7 +49,7 @@ fn empty(dir: &Path) -> bool {
 async fn a_snapshot_restores_into_a_new_volume_with_its_content() {
     let root = tempfile::tempdir().unwrap();
     let b = backend(root.path());
-    let source = b.create(&request("src", 8192)).unwrap();
+    let source = b.create_volume(&request("src", 8192)).unwrap();
     let data = root.path().join("volumes/src/data");
     std::fs::create_dir(data.join("dir")).unwrap();
     std::fs::write(data.join("dir/file"), b"before").unwrap();
@@ -94,7 +93,7 @@ async fn a_snapshot_restores_into_a_new_volume_with_its_content() {
         Err(Error::AlreadyExists(_))
     ));
     assert!(matches!(
-        b.create(&request("restored", 0)),
+        b.create_volume(&request("restored", 0)),
         Err(Error::AlreadyExists(_))
     ));
     assert!(empty(&root.path().join("tmp")));
@@ -104,7 +103,7 @@ async fn a_snapshot_restores_into_a_new_volume_with_its_content() {
 async fn a_clone_copies_the_volume_as_it_is_now() {
     let root = tempfile::tempdir().unwrap();
     let b = backend(root.path());
-    let source = b.create(&request("src", 4096)).unwrap();
+    let source = b.create_volume(&request("src", 4096)).unwrap();
     std::fs::write(root.path().join("volumes/src/data/f"), b"now").unwrap();
     let from = ContentSource::Volume(source.id.clone());
     let clone = restore(&b, &request("clone", 16384), &from).await.unwrap();
@@ -122,8 +121,8 @@ async fn a_clone_copies_the_volume_as_it_is_now() {
 async fn conflicts_and_missing_sources_get_their_codes() {
     let root = tempfile::tempdir().unwrap();
     let b = backend(root.path());
-    let a = b.create(&request("a", 4096)).unwrap();
-    let other = b.create(&request("other", 4096)).unwrap();
+    let a = b.create_volume(&request("a", 4096)).unwrap();
+    let other = b.create_volume(&request("other", 4096)).unwrap();
     snapshot(&b, "s", &a.id).await.unwrap();
     let code = |r: Result<Snapshot>| r.unwrap_err().code();
     assert_eq!(
@@ -175,10 +174,10 @@ async fn conflicts_and_missing_sources_get_their_codes() {
 async fn snapshots_outlive_their_source_and_deletes_are_idempotent() {
     let root = tempfile::tempdir().unwrap();
     let b = backend(root.path());
-    let v = b.create(&request("v", 4096)).unwrap();
+    let v = b.create_volume(&request("v", 4096)).unwrap();
     std::fs::write(root.path().join("volumes/v/data/f"), b"kept").unwrap();
     let snap = snapshot(&b, "s", &v.id).await.unwrap();
-    b.delete(&v.id).unwrap();
+    b.delete_volume(&v.id).unwrap();
     assert_eq!(b.find_snapshot(&snap.id).unwrap().unwrap(), snap);
     let from = ContentSource::Snapshot(snap.id.clone());
     restore(&b, &request("back", 0), &from).await.unwrap();
@@ -203,8 +202,8 @@ async fn snapshots_outlive_their_source_and_deletes_are_idempotent() {
 async fn listing_pages_and_filters() {
     let root = tempfile::tempdir().unwrap();
     let b = backend(root.path());
-    let a = b.create(&request("a", 0)).unwrap();
-    let c = b.create(&request("c", 0)).unwrap();
+    let a = b.create_volume(&request("a", 0)).unwrap();
+    let c = b.create_volume(&request("c", 0)).unwrap();
     for i in 0..5 {
         snapshot(&b, &format!("a{i}"), &a.id).await.unwrap();
     }
@@ -233,7 +232,7 @@ async fn listing_pages_and_filters() {
 async fn restart_removes_half_made_snapshots_and_keeps_whole_ones() {
     let root = tempfile::tempdir().unwrap();
     let b = backend(root.path());
-    let v = b.create(&request("v", 0)).unwrap();
+    let v = b.create_volume(&request("v", 0)).unwrap();
     snapshot(&b, "whole", &v.id).await.unwrap();
     // What a kill -9 mid-copy leaves: a scratch dir with a partial payload.
     std::fs::create_dir_all(root.path().join("tmp/half.1.0/payload/x")).unwrap();
