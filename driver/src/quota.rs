@@ -247,10 +247,23 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-fn quotactl_fd(fd: BorrowedFd<'_>, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result<()> {
-    // SAFETY: quotactl_fd(fd, cmd, id, addr) reads or writes at most the
-    // structure `cmd` names at `addr`; every caller passes a live, exclusive
-    // pointer to exactly that #[repr(C)] structure.
+/// `quotactl_fd(fd, cmd, id, addr)`: quota command `cmd` for quota `id` of
+/// the filesystem holding `fd`.
+///
+/// # Safety
+///
+/// `addr` must point to a structure of the type `cmd` expects (`IfDqblk`
+/// for `Q_SETQUOTA`, `FsDiskQuota` for `Q_XGETQUOTA`, `FsQuotaStatv` for
+/// `Q_XGETQSTATV`), valid for the reads and writes the command makes of it
+/// for the whole call: the kernel trusts the pointer and the command alone.
+unsafe fn quotactl_fd(
+    fd: BorrowedFd<'_>,
+    cmd: u32,
+    id: u32,
+    addr: *mut libc::c_void,
+) -> io::Result<()> {
+    // SAFETY: the syscall touches only the structure at `addr`, which the
+    // caller vouches for; the other arguments are plain integers.
     let rc = unsafe {
         libc::syscall(
             linux_raw_sys::general::__NR_quotactl_fd as libc::c_long,
@@ -320,7 +333,10 @@ pub fn probe(fd: BorrowedFd<'_>) -> Support {
         ..Default::default()
     };
     let cmd = qcmd(Q_XGETQSTATV, PRJQUOTA);
-    if let Err(e) = quotactl_fd(fd, cmd, 0, (&mut stat as *mut FsQuotaStatv).cast()) {
+    // SAFETY: Q_XGETQSTATV reads the version from and writes one
+    // fs_quota_statv to `stat`, a live local borrowed mutably for the call.
+    let got = unsafe { quotactl_fd(fd, cmd, 0, (&mut stat as *mut FsQuotaStatv).cast()) };
+    if let Err(e) = got {
         let why = match e.raw_os_error() {
             // Also what XFS answers when mounted without quotas.
             Some(libc::ENOSYS) => format!(
@@ -379,24 +395,33 @@ pub fn set_limit(fs: BorrowedFd<'_>, id: ProjectId, bytes: u64) -> io::Result<()
         valid: QIF_BLIMITS,
         ..Default::default()
     };
-    quotactl_fd(
-        fs,
-        qcmd(Q_SETQUOTA, PRJQUOTA),
-        id.get(),
-        (&mut dq as *mut IfDqblk).cast(),
-    )
+    // SAFETY: Q_SETQUOTA reads one if_dqblk from `dq`, a live local
+    // borrowed for the call.
+    unsafe {
+        quotactl_fd(
+            fs,
+            qcmd(Q_SETQUOTA, PRJQUOTA),
+            id.get(),
+            (&mut dq as *mut IfDqblk).cast(),
+        )
+    }
 }
 
 /// Usage and limits of project `id`. A project nothing was ever charged
 /// to reads as all zeros (XFS answers ENOENT for it).
 pub fn usage(fs: BorrowedFd<'_>, id: ProjectId) -> io::Result<Usage> {
     let mut dq = FsDiskQuota::default();
-    match quotactl_fd(
-        fs,
-        qcmd(Q_XGETQUOTA, PRJQUOTA),
-        id.get(),
-        (&mut dq as *mut FsDiskQuota).cast(),
-    ) {
+    // SAFETY: Q_XGETQUOTA writes one fs_disk_quota to `dq`, a live local
+    // borrowed mutably for the call.
+    let got = unsafe {
+        quotactl_fd(
+            fs,
+            qcmd(Q_XGETQUOTA, PRJQUOTA),
+            id.get(),
+            (&mut dq as *mut FsDiskQuota).cast(),
+        )
+    };
+    match got {
         Ok(()) => Ok(Usage {
             bytes_used: dq.bcount.saturating_mul(BASIC_BLOCK),
             bytes_limit: dq.blk_hardlimit.saturating_mul(BASIC_BLOCK),
