@@ -22,23 +22,20 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-// ioctl numbers and flags of linux/loop.h and linux/fs.h (libc lacks them).
-const LOOP_SET_FD: libc::c_ulong = 0x4C00;
-const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
-const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
-const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-/// `_IOR(0x12, 114, size_t)`.
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+use linux_raw_sys::ioctl::BLKGETSIZE64;
+use linux_raw_sys::loop_device::{
+    loop_config, loop_info64, LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LOOP_GET_STATUS64,
+    LOOP_SET_CAPACITY, LOOP_SET_FD, LOOP_SET_STATUS64,
+};
 
-const LO_FLAGS_READ_ONLY: u32 = 1;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-const LO_FLAGS_DIRECT_IO: u32 = 16;
-const LO_NAME_SIZE: usize = 64;
+// linux-raw-sys declares the flags as members of a C enum; `lo_flags` is a u32.
+const LO_FLAGS_READ_ONLY: u32 = linux_raw_sys::loop_device::LO_FLAGS_READ_ONLY as u32;
+const LO_FLAGS_AUTOCLEAR: u32 = linux_raw_sys::loop_device::LO_FLAGS_AUTOCLEAR as u32;
+const LO_FLAGS_DIRECT_IO: u32 = linux_raw_sys::loop_device::LO_FLAGS_DIRECT_IO as u32;
+const LO_NAME_SIZE: usize = linux_raw_sys::loop_device::LO_NAME_SIZE as usize;
 
-/// The major number of loop devices (Documentation/admin-guide/devices.txt).
+/// The major number of loop devices (Documentation/admin-guide/devices.txt;
+/// linux/major.h, which linux-raw-sys 0.12 does not include).
 pub const LOOP_MAJOR: u32 = 7;
 
 /// How often attach asks for another free device when others keep taking
@@ -48,40 +45,11 @@ const ATTACH_ATTEMPTS: usize = 64;
 const DETACH_BUSY_RETRIES: usize = 50;
 const DETACH_BUSY_PAUSE: Duration = Duration::from_millis(20);
 
-/// `struct loop_info64`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct LoopInfo64 {
-    lo_device: u64,
-    lo_inode: u64,
-    lo_rdevice: u64,
-    lo_offset: u64,
-    lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    lo_flags: u32,
-    lo_file_name: [u8; LO_NAME_SIZE],
-    lo_crypt_name: [u8; LO_NAME_SIZE],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
-}
-
-impl LoopInfo64 {
-    fn zeroed() -> Self {
-        // SAFETY: a plain C struct of integers and byte arrays; all zeroes
-        // is a valid value (and what the kernel expects for unused fields).
-        unsafe { std::mem::zeroed() }
-    }
-}
-
-/// `struct loop_config`.
-#[repr(C)]
-struct LoopConfig {
-    fd: u32,
-    block_size: u32,
-    info: LoopInfo64,
-    reserved: [u64; 8],
+/// A `loop_info64` with every field zero.
+fn zeroed_info() -> loop_info64 {
+    // SAFETY: a plain C struct of integers and byte arrays; all zeroes
+    // is a valid value (and what the kernel expects for unused fields).
+    unsafe { std::mem::zeroed() }
 }
 
 /// How to attach a file.
@@ -143,7 +111,9 @@ fn decode_huge_dev(dev: u64) -> (u32, u32) {
 ///
 /// SAFETY (callers): `arg` must be what the request expects: a pointer to a
 /// live, correctly sized struct for the pointer requests, or an integer.
-unsafe fn ioctl(fd: &impl AsRawFd, request: libc::c_ulong, arg: usize) -> io::Result<libc::c_int> {
+unsafe fn ioctl(fd: &impl AsRawFd, request: u32, arg: usize) -> io::Result<libc::c_int> {
+    // linux-raw-sys spells requests as u32; libc's type for them differs
+    // between C libraries (c_ulong for glibc, c_int for musl).
     let rc = libc::ioctl(fd.as_raw_fd(), request as _, arg);
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -230,7 +200,7 @@ impl LoopDevice {
     /// instead; kernels before 5.8 (no LOOP_CONFIGURE: EINVAL or ENOTTY)
     /// bind with LOOP_SET_FD, then set the flags, without direct I/O.
     fn configure(&self, file: &File, flags: u32, name: &[u8; LO_NAME_SIZE]) -> io::Result<()> {
-        let mut info = LoopInfo64::zeroed();
+        let mut info = zeroed_info();
         info.lo_flags = flags;
         info.lo_file_name = *name;
         let mut result = self.loop_configure(file, info);
@@ -250,7 +220,7 @@ impl LoopDevice {
             ioctl(
                 &self.fd,
                 LOOP_SET_STATUS64,
-                &info as *const LoopInfo64 as usize,
+                &info as *const loop_info64 as usize,
             )
         };
         if let Err(e) = set {
@@ -260,12 +230,12 @@ impl LoopDevice {
         Ok(())
     }
 
-    fn loop_configure(&self, file: &File, info: LoopInfo64) -> io::Result<()> {
-        let config = LoopConfig {
+    fn loop_configure(&self, file: &File, info: loop_info64) -> io::Result<()> {
+        let config = loop_config {
             fd: file.as_raw_fd() as u32,
             block_size: 0,
             info,
-            reserved: [0; 8],
+            __reserved: [0; 8],
         };
         // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which lives
         // across the call.
@@ -273,7 +243,7 @@ impl LoopDevice {
             ioctl(
                 &self.fd,
                 LOOP_CONFIGURE,
-                &config as *const LoopConfig as usize,
+                &config as *const loop_config as usize,
             )?
         };
         Ok(())
@@ -327,14 +297,14 @@ impl LoopDevice {
 
     /// What the device serves; `None` when it is not bound to a file.
     pub fn status(&self) -> io::Result<Option<LoopStatus>> {
-        let mut info = LoopInfo64::zeroed();
+        let mut info = zeroed_info();
         // SAFETY: LOOP_GET_STATUS64 writes a `struct loop_info64`, which
         // lives across the call.
         match unsafe {
             ioctl(
                 &self.fd,
                 LOOP_GET_STATUS64,
-                &mut info as *mut LoopInfo64 as usize,
+                &mut info as *mut loop_info64 as usize,
             )
         } {
             Ok(_) => {}

@@ -14,16 +14,26 @@
 //! write (it works through a read-only bind mount). The limit is set with
 //! the generic `Q_SETQUOTA`, in KiB.
 //!
-//! The kernel structures are declared here (libc has none of them); their
-//! sizes are checked against the kernel's in the tests below.
+//! `struct fsxattr`, its ioctls, the filesystem magics and the syscall
+//! number come from linux-raw-sys. It has nothing of `<linux/quota.h>` or
+//! `<linux/dqblk_xfs.h>`, so the quota commands and structures are declared
+//! here, each layout pinned to the kernel's size at compile time.
 
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
+use linux_raw_sys::general::{
+    fsxattr, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, FS_XFLAG_PROJINHERIT,
+    NFS_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, V9FS_MAGIC, XFS_SUPER_MAGIC,
+};
+use linux_raw_sys::ioctl::{FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR};
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
+
+// Not in linux-raw-sys 0.12 (no <linux/quota.h>, no <linux/dqblk_xfs.h>):
+// the quota commands, flags and structures below are written out by hand.
 
 /// `PRJQUOTA` from `<linux/quota.h>`.
 const PRJQUOTA: u32 = 2;
@@ -49,24 +59,6 @@ const FS_QSTATV_VERSION1: i8 = 1;
 const FS_QUOTA_PDQ_ACCT: u16 = 1 << 4;
 const FS_QUOTA_PDQ_ENFD: u16 = 1 << 5;
 
-/// `FS_IOC_FSGETXATTR` / `FS_IOC_FSSETXATTR`: `_IOR/_IOW('X', 31/32, struct fsxattr)`.
-const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
-const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
-/// New files and directories below take the directory's project id.
-pub const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
-
-/// `struct fsxattr` (`<linux/fs.h>`).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct FsXattr {
-    xflags: u32,
-    extsize: u32,
-    nextents: u32,
-    projid: u32,
-    cowextsize: u32,
-    pad: [u8; 8],
-}
-
 /// `struct if_dqblk` (`<linux/quota.h>`), for `Q_SETQUOTA`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,6 +73,7 @@ struct IfDqblk {
     itime: u64,
     valid: u32,
 }
+const _: () = assert!(size_of::<IfDqblk>() == 72);
 
 /// `struct fs_disk_quota` (`<linux/dqblk_xfs.h>`), for `Q_XGETQUOTA`.
 #[repr(C)]
@@ -112,6 +105,7 @@ struct FsDiskQuota {
     padding3: i16,
     padding4: [u8; 8],
 }
+const _: () = assert!(size_of::<FsDiskQuota>() == 112);
 
 /// `struct fs_qfilestatv` (`<linux/dqblk_xfs.h>`).
 #[repr(C)]
@@ -122,6 +116,7 @@ struct FsQfilestatv {
     nextents: u32,
     pad: u32,
 }
+const _: () = assert!(size_of::<FsQfilestatv>() == 24);
 
 /// `struct fs_quota_statv` (`<linux/dqblk_xfs.h>`), for `Q_XGETQSTATV`.
 #[repr(C)]
@@ -144,6 +139,7 @@ struct FsQuotaStatv {
     pad4: u32,
     pad2: [u64; 7],
 }
+const _: () = assert!(size_of::<FsQuotaStatv>() == 160);
 
 /// A project id a volume can own: never 0 (the project every file starts
 /// in) nor `u32::MAX` (the kernel's invalid id).
@@ -251,13 +247,26 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-fn quotactl_fd(fd: BorrowedFd<'_>, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result<()> {
-    // SAFETY: quotactl_fd(fd, cmd, id, addr) reads or writes at most the
-    // structure `cmd` names at `addr`; every caller passes a live, exclusive
-    // pointer to exactly that #[repr(C)] structure.
+/// `quotactl_fd(fd, cmd, id, addr)`: quota command `cmd` for quota `id` of
+/// the filesystem holding `fd`.
+///
+/// # Safety
+///
+/// `addr` must point to a structure of the type `cmd` expects (`IfDqblk`
+/// for `Q_SETQUOTA`, `FsDiskQuota` for `Q_XGETQUOTA`, `FsQuotaStatv` for
+/// `Q_XGETQSTATV`), valid for the reads and writes the command makes of it
+/// for the whole call: the kernel trusts the pointer and the command alone.
+unsafe fn quotactl_fd(
+    fd: BorrowedFd<'_>,
+    cmd: u32,
+    id: u32,
+    addr: *mut libc::c_void,
+) -> io::Result<()> {
+    // SAFETY: the syscall touches only the structure at `addr`, which the
+    // caller vouches for; the other arguments are plain integers.
     let rc = unsafe {
         libc::syscall(
-            libc::SYS_quotactl_fd,
+            linux_raw_sys::general::__NR_quotactl_fd as libc::c_long,
             fd.as_raw_fd() as libc::c_uint,
             cmd as libc::c_uint,
             id as libc::c_uint,
@@ -271,8 +280,15 @@ fn quotactl_fd(fd: BorrowedFd<'_>, cmd: u32, id: u32, addr: *mut libc::c_void) -
     }
 }
 
-fn fsxattr_get(dir: BorrowedFd<'_>) -> io::Result<FsXattr> {
-    let mut attr = FsXattr::default();
+fn fsxattr_get(dir: BorrowedFd<'_>) -> io::Result<fsxattr> {
+    let mut attr = fsxattr {
+        fsx_xflags: 0,
+        fsx_extsize: 0,
+        fsx_nextents: 0,
+        fsx_projid: 0,
+        fsx_cowextsize: 0,
+        fsx_pad: [0; 8],
+    };
     // SAFETY: FS_IOC_FSGETXATTR writes one struct fsxattr to the pointer.
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_FSGETXATTR as _, &mut attr) };
     if rc < 0 {
@@ -286,17 +302,20 @@ pub fn filesystem_name(fd: BorrowedFd<'_>) -> String {
     let Ok(st) = rustix::fs::fstatfs(fd) else {
         return "an unknown filesystem".into();
     };
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
-    let magic = st.f_type as i64;
+    // f_type is a signed long on most targets (u32 on s390x), holding the
+    // kernel's u32 magic: compare the low 32 bits, which also matches magics
+    // above i32::MAX where the long is 32 bits wide.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as u32;
     match magic {
-        0x5846_5342 => "xfs".into(),
-        0xef53 => "ext4 (or ext2/3)".into(),
-        0x0102_1994 => "tmpfs".into(),
-        0x9123_683e => "btrfs".into(),
-        0x794c_7630 => "overlayfs".into(),
-        0x6969 => "nfs".into(),
-        0x0102_1997 => "9p".into(),
-        0xf2f5_2010 => "f2fs".into(),
+        XFS_SUPER_MAGIC => "xfs".into(),
+        EXT4_SUPER_MAGIC => "ext4 (or ext2/3)".into(),
+        TMPFS_MAGIC => "tmpfs".into(),
+        BTRFS_SUPER_MAGIC => "btrfs".into(),
+        OVERLAYFS_SUPER_MAGIC => "overlayfs".into(),
+        NFS_SUPER_MAGIC => "nfs".into(),
+        V9FS_MAGIC => "9p".into(),
+        F2FS_SUPER_MAGIC => "f2fs".into(),
         other => format!("a filesystem with magic {other:#x}"),
     }
 }
@@ -314,7 +333,10 @@ pub fn probe(fd: BorrowedFd<'_>) -> Support {
         ..Default::default()
     };
     let cmd = qcmd(Q_XGETQSTATV, PRJQUOTA);
-    if let Err(e) = quotactl_fd(fd, cmd, 0, (&mut stat as *mut FsQuotaStatv).cast()) {
+    // SAFETY: Q_XGETQSTATV reads the version from and writes one
+    // fs_quota_statv to `stat`, a live local borrowed mutably for the call.
+    let got = unsafe { quotactl_fd(fd, cmd, 0, (&mut stat as *mut FsQuotaStatv).cast()) };
+    if let Err(e) = got {
         let why = match e.raw_os_error() {
             // Also what XFS answers when mounted without quotas.
             Some(libc::ENOSYS) => format!(
@@ -343,8 +365,8 @@ pub fn probe(fd: BorrowedFd<'_>) -> Support {
 pub fn project_of(dir: BorrowedFd<'_>) -> io::Result<ProjectAttr> {
     let attr = fsxattr_get(dir)?;
     Ok(ProjectAttr {
-        id: attr.projid,
-        inherit: attr.xflags & FS_XFLAG_PROJINHERIT != 0,
+        id: attr.fsx_projid,
+        inherit: attr.fsx_xflags & FS_XFLAG_PROJINHERIT != 0,
     })
 }
 
@@ -353,8 +375,8 @@ pub fn project_of(dir: BorrowedFd<'_>) -> io::Result<ProjectAttr> {
 /// moved to the project's quota at once (it counts one inode there).
 pub fn assign(dir: BorrowedFd<'_>, id: ProjectId) -> io::Result<()> {
     let mut attr = fsxattr_get(dir)?;
-    attr.projid = id.get();
-    attr.xflags |= FS_XFLAG_PROJINHERIT;
+    attr.fsx_projid = id.get();
+    attr.fsx_xflags |= FS_XFLAG_PROJINHERIT;
     // SAFETY: FS_IOC_FSSETXATTR reads one struct fsxattr from the pointer.
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_FSSETXATTR as _, &attr) };
     if rc < 0 {
@@ -373,24 +395,33 @@ pub fn set_limit(fs: BorrowedFd<'_>, id: ProjectId, bytes: u64) -> io::Result<()
         valid: QIF_BLIMITS,
         ..Default::default()
     };
-    quotactl_fd(
-        fs,
-        qcmd(Q_SETQUOTA, PRJQUOTA),
-        id.get(),
-        (&mut dq as *mut IfDqblk).cast(),
-    )
+    // SAFETY: Q_SETQUOTA reads one if_dqblk from `dq`, a live local
+    // borrowed for the call.
+    unsafe {
+        quotactl_fd(
+            fs,
+            qcmd(Q_SETQUOTA, PRJQUOTA),
+            id.get(),
+            (&mut dq as *mut IfDqblk).cast(),
+        )
+    }
 }
 
 /// Usage and limits of project `id`. A project nothing was ever charged
 /// to reads as all zeros (XFS answers ENOENT for it).
 pub fn usage(fs: BorrowedFd<'_>, id: ProjectId) -> io::Result<Usage> {
     let mut dq = FsDiskQuota::default();
-    match quotactl_fd(
-        fs,
-        qcmd(Q_XGETQUOTA, PRJQUOTA),
-        id.get(),
-        (&mut dq as *mut FsDiskQuota).cast(),
-    ) {
+    // SAFETY: Q_XGETQUOTA writes one fs_disk_quota to `dq`, a live local
+    // borrowed mutably for the call.
+    let got = unsafe {
+        quotactl_fd(
+            fs,
+            qcmd(Q_XGETQUOTA, PRJQUOTA),
+            id.get(),
+            (&mut dq as *mut FsDiskQuota).cast(),
+        )
+    };
+    match got {
         Ok(()) => Ok(Usage {
             bytes_used: dq.bcount.saturating_mul(BASIC_BLOCK),
             bytes_limit: dq.blk_hardlimit.saturating_mul(BASIC_BLOCK),
@@ -405,20 +436,26 @@ pub fn usage(fs: BorrowedFd<'_>, id: ProjectId) -> io::Result<Usage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::size_of;
+    use std::mem::{offset_of, size_of};
     use std::os::fd::AsFd;
 
     #[test]
     fn structures_match_the_kernel_abi() {
-        // Sizes from <linux/fs.h>, <linux/quota.h>, <linux/dqblk_xfs.h> on x86_64.
-        assert_eq!(size_of::<FsXattr>(), 28);
-        assert_eq!(size_of::<IfDqblk>(), 72);
-        assert_eq!(size_of::<FsDiskQuota>(), 112);
-        assert_eq!(size_of::<FsQfilestatv>(), 24);
-        assert_eq!(size_of::<FsQuotaStatv>(), 160);
-        // The ioctl numbers encode the structure size: _IOC(dir, 'X', nr, 28).
-        let ioc = |dir: libc::c_ulong, nr: libc::c_ulong| {
-            (dir << 30) | ((size_of::<FsXattr>() as libc::c_ulong) << 16) | (0x58 << 8) | nr
+        // The sizes are checked where each structure is declared; here the
+        // offsets of the fields the driver reads or sets, from
+        // <linux/quota.h> and <linux/dqblk_xfs.h> on x86_64.
+        assert_eq!(offset_of!(IfDqblk, bhardlimit), 0);
+        assert_eq!(offset_of!(IfDqblk, valid), 64);
+        assert_eq!(offset_of!(FsDiskQuota, blk_hardlimit), 8);
+        assert_eq!(offset_of!(FsDiskQuota, ino_hardlimit), 24);
+        assert_eq!(offset_of!(FsDiskQuota, bcount), 40);
+        assert_eq!(offset_of!(FsDiskQuota, icount), 48);
+        assert_eq!(offset_of!(FsQuotaStatv, flags), 2);
+        assert_eq!(offset_of!(FsQuotaStatv, pquota), 56);
+        // linux-raw-sys's ioctl numbers encode the size of the fsxattr it
+        // declares (_IOC(dir, 'X', nr, size)): the pointer we pass matches.
+        let ioc = |dir: u32, nr: u32| {
+            (dir << 30) | ((size_of::<fsxattr>() as u32) << 16) | (u32::from(b'X') << 8) | nr
         };
         assert_eq!(FS_IOC_FSGETXATTR, ioc(2, 31));
         assert_eq!(FS_IOC_FSSETXATTR, ioc(1, 32));
@@ -429,7 +466,6 @@ mod tests {
         assert_eq!(qcmd(Q_XGETQSTATV, PRJQUOTA), 0x0058_0802);
         assert_eq!(qcmd(Q_XGETQUOTA, PRJQUOTA), 0x0058_0302);
         assert_eq!(qcmd(Q_SETQUOTA, PRJQUOTA), 0x8000_0802);
-        assert_eq!(Q_SETQUOTA as libc::c_int, 0x80_0008);
     }
 
     #[test]
