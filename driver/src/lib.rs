@@ -21,6 +21,7 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod ids;
+pub mod json_record;
 pub mod locks;
 pub mod loopdev;
 pub mod metrics;

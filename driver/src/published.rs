@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::json_record;
 use crate::record_dir::{name_of, name_of_path, RecordDir};
 
 /// One publication of a volume at a target.
@@ -81,7 +82,7 @@ impl PublishedRecords {
             .volumes()
             .read(&name_of(volume_id))?
             .and_then(|bytes| {
-                serde_json::from_slice(&bytes)
+                json_record::decode(&bytes, "publication index", volume_id)
                     .inspect_err(
                         |e| tracing::warn!(error = %e, "unreadable publication index ignored"),
                     )
@@ -95,16 +96,14 @@ impl PublishedRecords {
         if targets.is_empty() {
             return self.volumes().remove(&name);
         }
-        let json = serde_json::to_vec(targets)
-            .map_err(|e| Error::Internal(format!("encode publication index: {e}")))?;
+        let json = json_record::encode(&targets, "publication index")?;
         self.volumes().write(&name, &json)
     }
 
     /// Records a publication (replacing whatever was at its target). The
     /// caller holds the volume's lock.
     pub fn record(&self, publication: &Publication) -> Result<()> {
-        let json = serde_json::to_vec(publication)
-            .map_err(|e| Error::Internal(format!("encode publication record: {e}")))?;
+        let json = json_record::encode(publication, "publication record")?;
         let mut index = self.index_of(&publication.volume_id)?;
         if !index.contains(&publication.target) {
             index.push(publication.target.clone());
@@ -162,7 +161,7 @@ impl PublishedRecords {
 /// A record's publication; a torn or foreign file records nothing (it is
 /// replaced or removed with its publication).
 fn decode(bytes: &[u8]) -> Option<Publication> {
-    serde_json::from_slice(bytes)
+    json_record::decode(bytes, "publication record", "")
         .inspect_err(|e| tracing::warn!(error = %e, "unreadable publication record ignored"))
         .ok()
 }

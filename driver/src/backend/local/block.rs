@@ -170,14 +170,7 @@ fn read_record(dir: &Path, staging: &Path) -> Result<Option<Attachment>> {
 }
 
 fn read_record_file(path: &Path) -> Result<Option<Attachment>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", path)(e)),
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Internal(format!("corrupt attachment record {}: {e}", path.display())))
+    crate::json_record::read_file(path, "attachment record")
 }
 
 /// Writes the record whole (a rename). Not flushed: see the module doc.
@@ -186,8 +179,7 @@ fn write_record(dir: &Path, id: &VolumeId, record: &Attachment) -> Result<()> {
     let mut temp = path.clone().into_os_string();
     temp.push(TEMP_SUFFIX);
     let temp = PathBuf::from(temp);
-    let bytes = serde_json::to_vec(record)
-        .map_err(|e| Error::Internal(format!("encode attachment record: {e}")))?;
+    let bytes = crate::json_record::encode(record, "attachment record")?;
     match std::fs::write(&temp, bytes) {
         Ok(()) => {}
         // The volume directory is gone (deleted under us).

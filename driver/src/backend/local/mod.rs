@@ -54,6 +54,7 @@ use crate::cli::ServeArgs;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::json_record;
 use crate::mount::{self, BindFlags, MountCounts, PathState};
 use crate::page_token;
 use crate::rpc::blocking;
@@ -294,15 +295,7 @@ impl LocalBackend {
     }
 
     fn read_meta(&self, key: &VolumeKey) -> Result<Option<Meta>> {
-        let path = self.volume_dir(key).join(META_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path)(e)),
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Internal(format!("corrupt volume record {}: {e}", path.display())))
+        json_record::read_file(&self.volume_dir(key).join(META_FILE), "volume record")
     }
 
     fn to_volume(&self, key: VolumeKey, meta: Meta) -> Volume {
@@ -349,8 +342,7 @@ impl LocalBackend {
                     fill(&data)?;
                 }
             }
-            let record = serde_json::to_vec_pretty(meta)
-                .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+            let record = json_record::encode(meta, "volume record")?;
             // The crash argument, two flushes: the record's bytes, then the
             // rename. No flush of `scratch` itself: its entries (data/ or
             // block, meta.json) were created before the record was

@@ -57,8 +57,7 @@ impl LocalBackend {
     /// Replaces a volume's record whole (tmp + fsync + rename + fsync).
     fn rewrite_meta(&self, key: &VolumeKey, meta: &Meta) -> Result<()> {
         let dir = self.volume_dir(key);
-        let record = serde_json::to_vec_pretty(meta)
-            .map_err(|e| Error::Internal(format!("encode volume record: {e}")))?;
+        let record = crate::json_record::encode(meta, "volume record")?;
         durable::replace_file(&dir.join(META_FILE), &dir.join(META_TEMP), &record)
     }
 

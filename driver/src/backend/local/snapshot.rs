@@ -52,6 +52,7 @@ use crate::copy::{self, CopyStats};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::ids::{ContentSource, SnapshotId, VolumeId, VolumeKey, VolumeName};
+use crate::json_record;
 use crate::page_token;
 use crate::rpc::blocking;
 
@@ -273,15 +274,7 @@ impl LocalBackend {
     }
 
     fn read_snapshot_meta(&self, key: &VolumeKey) -> Result<Option<SnapshotMeta>> {
-        let path = self.snapshot_dir(key).join(META_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path)(e)),
-        };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::Internal(format!("corrupt snapshot record {}: {e}", path.display()))
-        })
+        json_record::read_file(&self.snapshot_dir(key).join(META_FILE), "snapshot record")
     }
 
     fn to_snapshot(&self, key: VolumeKey, meta: &SnapshotMeta) -> Result<Snapshot> {
@@ -402,8 +395,7 @@ impl LocalBackend {
                 payload: kind,
                 reflinked: stats.all_reflinked(),
             };
-            let record = serde_json::to_vec_pretty(&meta)
-                .map_err(|e| Error::Internal(format!("encode snapshot record: {e}")))?;
+            let record = json_record::encode(&meta, "snapshot record")?;
             durable::write_new_file(&scratch.join(META_FILE), &record)?;
             durable::sync_dir(&scratch)?;
             durable::rename(

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::id::{NfsServer, SharePath};
 use crate::error::{Error, Result};
+use crate::json_record;
 
 /// Object types in NFSv3 and NFSv4 attributes (ftype3 / nfs_ftype4 agree).
 const TYPE_REGULAR: u32 = 1;
@@ -353,22 +354,18 @@ impl Share {
         let Some(bytes) = self.read_small(path).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Internal(format!("corrupt record {path} on {}: {e}", self.label)))
+        json_record::decode(&bytes, "record", format_args!("{path} on {}", self.label)).map(Some)
     }
 
     /// Writes a JSON record whole ([`Self::write_atomic`]).
     pub async fn write_json<T: Serialize>(&self, path: &str, record: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(record)
-            .map_err(|e| Error::Internal(format!("encode record {path}: {e}")))?;
+        let bytes = json_record::encode(record, path)?;
         self.write_atomic(path, bytes).await
     }
 
     /// Writes a JSON record only if none is there ([`Self::write_new`]).
     pub async fn write_json_new<T: Serialize>(&self, path: &str, record: &T) -> Result<bool> {
-        let bytes = serde_json::to_vec(record)
-            .map_err(|e| Error::Internal(format!("encode record {path}: {e}")))?;
+        let bytes = json_record::encode(record, path)?;
         self.write_new(path, bytes).await
     }
 
