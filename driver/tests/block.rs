@@ -9,13 +9,14 @@ mod common;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cairn_harness::{require, require_root};
 use cairn_proto::v1::volume_capability::access_mode::Mode;
 use cairn_proto::v1::*;
 use common::*;
+use tonic::transport::Channel;
 use tonic::Code;
 
 const SIZE: i64 = 8 << 20;
@@ -122,25 +123,93 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-#[tokio::test]
-async fn block_volume_two_pods_read_only_and_no_leaks() {
-    require!(require_root());
-    let global_before = loops_attached();
-    let driver = TestDriver::start();
-    let mounts_before = mounts_below(driver.dir.path());
-    let mut controller = driver.controller().await;
-    let mut node = driver.node().await;
+// ---- one block volume, one behaviour a test --------------------------------
 
-    let name = "pvc-0b1c2d3e-block";
-    let volume = create(&mut controller, block_create_request(name, SIZE)).await;
-    assert_eq!(volume.capacity_bytes, SIZE);
-    let id = volume.volume_id.as_str();
+const NAME: &str = "pvc-0b1c2d3e-block";
+
+/// A fresh driver with one block volume (`NAME`, `SIZE` bytes) as
+/// external-provisioner creates it, and what the tests below call it with.
+struct Block {
+    driver: TestDriver,
+    controller: controller_client::ControllerClient<Channel>,
+    node: node_client::NodeClient<Channel>,
+    volume: Volume,
+    staging: PathBuf,
+}
+
+impl Block {
+    async fn created() -> Self {
+        let driver = TestDriver::start();
+        let mut controller = driver.controller().await;
+        let node = driver.node().await;
+        let volume = create(&mut controller, block_create_request(NAME, SIZE)).await;
+        let staging = driver.block_staging_path(NAME);
+        Block {
+            driver,
+            controller,
+            node,
+            volume,
+            staging,
+        }
+    }
+
+    /// Created, then staged (attached to a loop device).
+    async fn staged() -> Self {
+        let mut block = Self::created().await;
+        block.stage().await;
+        block
+    }
+
+    fn id(&self) -> &str {
+        &self.volume.volume_id
+    }
+
+    async fn stage(&mut self) -> Duration {
+        let started = Instant::now();
+        self.node
+            .node_stage_volume(block_stage_request(&self.volume.volume_id, &self.staging))
+            .await
+            .unwrap_or_else(|e| panic!("NodeStageVolume: {e}"));
+        started.elapsed()
+    }
+
+    async fn try_publish(&mut self, pod: &str, readonly: bool) -> Result<PathBuf, tonic::Status> {
+        let target = self.driver.block_target_path(NAME, pod);
+        let id = self.volume.volume_id.clone();
+        self.node
+            .node_publish_volume(block_publish_request(&id, &self.staging, &target, readonly))
+            .await
+            .map(|_| target)
+    }
+
+    /// Publishes the volume to `pod`'s target; returns the target.
+    async fn publish(&mut self, pod: &str, readonly: bool) -> PathBuf {
+        self.try_publish(pod, readonly)
+            .await
+            .unwrap_or_else(|e| panic!("NodePublishVolume for {pod}: {e}"))
+    }
+
+    fn loops(&self) -> Vec<(u32, PathBuf)> {
+        loops_below(self.driver.dir.path())
+    }
+}
+
+fn all_bytes(block: &[u8], value: u8) -> bool {
+    block.iter().all(|&b| b == value)
+}
+
+#[tokio::test]
+async fn a_block_volume_is_a_sparse_file_and_creating_it_again_returns_it() {
+    require!(require_root());
+    let mut block = Block::created().await;
+    assert_eq!(block.volume.capacity_bytes, SIZE);
     // Idempotent, and sparse: no block of the 8 MiB is allocated yet.
     assert_eq!(
-        create(&mut controller, block_create_request(name, SIZE)).await,
-        volume
+        create(&mut block.controller, block_create_request(NAME, SIZE)).await,
+        block.volume
     );
-    let file = std::fs::metadata(driver.block_file(name)).unwrap();
+    let driver = &block.driver;
+    let file = std::fs::metadata(driver.block_file(NAME)).unwrap();
     assert_eq!(file.len(), SIZE as u64);
     assert!(
         file.blocks() * 512 <= 64 << 10,
@@ -148,48 +217,35 @@ async fn block_volume_two_pods_read_only_and_no_leaks() {
         file.blocks() * 512
     );
     let meta =
-        std::fs::read_to_string(driver.root.join("volumes").join(name).join("meta.json")).unwrap();
+        std::fs::read_to_string(driver.root.join("volumes").join(NAME).join("meta.json")).unwrap();
     assert!(meta.contains("\"access_type\": \"block\""), "{meta}");
-    assert!(!driver.data_dir(name).exists());
+    assert!(!driver.data_dir(NAME).exists());
+}
 
-    let staging = driver.block_staging_path(name);
-    let started = Instant::now();
-    node.node_stage_volume(block_stage_request(id, &staging))
-        .await
-        .unwrap();
-    let stage_time = started.elapsed();
-    node.node_stage_volume(block_stage_request(id, &staging))
-        .await
-        .unwrap();
-    assert_eq!(
-        loops_below(driver.dir.path()).len(),
-        1,
-        "stage attaches once"
-    );
+#[tokio::test]
+async fn staging_a_block_volume_again_attaches_no_second_device() {
+    require!(require_root());
+    let mut block = Block::staged().await;
+    block.stage().await;
+    assert_eq!(block.loops().len(), 1, "stage attaches once");
+}
 
-    // Two pods, read-write.
-    let pod_a = driver.block_target_path(name, "pod-a-uid");
-    let pod_b = driver.block_target_path(name, "pod-b-uid");
-    let started = Instant::now();
-    node.node_publish_volume(block_publish_request(id, &staging, &pod_a, false))
-        .await
-        .unwrap();
-    let publish_time = started.elapsed();
-    node.node_publish_volume(block_publish_request(id, &staging, &pod_b, false))
-        .await
-        .unwrap();
+#[tokio::test]
+async fn two_pods_share_one_device_and_read_each_others_writes() {
+    require!(require_root());
+    let mut block = Block::staged().await;
+    let pod_a = block.publish("pod-a-uid", false).await;
+    let pod_b = block.publish("pod-b-uid", false).await;
     for target in [&pod_a, &pod_b] {
         assert_block_device(target);
         assert!(is_mount_root(target));
     }
-    node.node_publish_volume(block_publish_request(id, &staging, &pod_a, false))
-        .await
-        .unwrap();
+    block.publish("pod-a-uid", false).await;
 
     // Bytes written by pod A (O_DIRECT, fsync) are what pod B reads, and
     // they land in the volume's file.
     write_direct(&pod_a, 1 << 20, 0x5A).unwrap();
-    assert!(read_direct(&pod_b, 1 << 20).iter().all(|&b| b == 0x5A));
+    assert!(all_bytes(&read_direct(&pod_b, 1 << 20), 0x5A));
     // Plain buffered writes + fsync too.
     {
         let mut f = std::fs::OpenOptions::new()
@@ -200,20 +256,24 @@ async fn block_volume_two_pods_read_only_and_no_leaks() {
         f.write_all(&[0xC3; 8192]).unwrap();
         f.sync_all().unwrap();
     }
-    assert!(read_direct(&pod_a, 2 << 20).iter().all(|&b| b == 0xC3));
+    assert!(all_bytes(&read_direct(&pod_a, 2 << 20), 0xC3));
     let mut on_disk = vec![0u8; 4096];
-    let mut backing = File::open(driver.block_file(name)).unwrap();
+    let mut backing = File::open(block.driver.block_file(NAME)).unwrap();
     backing.seek(SeekFrom::Start(1 << 20)).unwrap();
     backing.read_exact(&mut on_disk).unwrap();
-    assert!(on_disk.iter().all(|&b| b == 0x5A));
+    assert!(all_bytes(&on_disk, 0x5A));
+}
 
-    // A read-only pod reads the same bytes and cannot write.
-    let pod_ro = driver.block_target_path(name, "pod-ro-uid");
-    node.node_publish_volume(block_publish_request(id, &staging, &pod_ro, true))
-        .await
-        .unwrap();
+#[tokio::test]
+async fn a_read_only_publish_reads_the_same_bytes_and_refuses_writes() {
+    require!(require_root());
+    let mut block = Block::staged().await;
+    let pod_a = block.publish("pod-a-uid", false).await;
+    write_direct(&pod_a, 1 << 20, 0x5A).unwrap();
+
+    let pod_ro = block.publish("pod-ro-uid", true).await;
     assert_block_device(&pod_ro);
-    assert!(read_direct(&pod_ro, 1 << 20).iter().all(|&b| b == 0x5A));
+    assert!(all_bytes(&read_direct(&pod_ro, 1 << 20), 0x5A));
     let refused = write_direct(&pod_ro, 1 << 20, 0xEE).and_then(|()| {
         let mut f = std::fs::OpenOptions::new().write(true).open(&pod_ro)?;
         f.write_all(&[0xEE; 4096])?;
@@ -227,25 +287,39 @@ async fn block_volume_two_pods_read_only_and_no_leaks() {
         ),
         "{err}"
     );
-    assert!(read_direct(&pod_a, 1 << 20).iter().all(|&b| b == 0x5A));
+    assert!(all_bytes(&read_direct(&pod_a, 1 << 20), 0x5A));
     // Read-write and read-only publishes are separate devices: 2 in all.
-    assert_eq!(loops_below(driver.dir.path()).len(), 2);
-    // The same target with another readonly flag is incompatible.
-    assert_code(
-        node.node_publish_volume(block_publish_request(id, &staging, &pod_a, true))
-            .await,
-        Code::AlreadyExists,
-    );
-    assert_code(
-        node.node_publish_volume(block_publish_request(id, &staging, &pod_ro, false))
-            .await,
-        Code::AlreadyExists,
-    );
+    assert_eq!(block.loops().len(), 2);
+}
 
+#[tokio::test]
+async fn publishing_a_target_again_with_the_other_readonly_flag_is_refused() {
+    require!(require_root());
+    let mut block = Block::staged().await;
+    block.publish("pod-a-uid", false).await;
+    block.publish("pod-ro-uid", true).await;
+    assert_code(
+        block.try_publish("pod-a-uid", true).await,
+        Code::AlreadyExists,
+    );
+    assert_code(
+        block.try_publish("pod-ro-uid", false).await,
+        Code::AlreadyExists,
+    );
+}
+
+#[tokio::test]
+async fn block_stats_are_the_total_bytes_at_each_target_and_the_staging_path() {
+    require!(require_root());
+    let mut block = Block::staged().await;
+    let pod_a = block.publish("pod-a-uid", false).await;
+    let pod_ro = block.publish("pod-ro-uid", true).await;
+    let id = block.id().to_string();
     // Stats: total bytes only (spec), at a target and at the staging path.
-    for path in [&pod_a, &pod_ro, &staging] {
-        let stats = node
-            .node_get_volume_stats(stats_request(id, path))
+    for path in [&pod_a, &pod_ro, &block.staging] {
+        let stats = block
+            .node
+            .node_get_volume_stats(stats_request(&id, path))
             .await
             .unwrap()
             .into_inner();
@@ -255,38 +329,74 @@ async fn block_volume_two_pods_read_only_and_no_leaks() {
         assert!(!stats.volume_condition.unwrap().abnormal);
     }
     // Another volume's id at this target: not published there.
-    let other = create(&mut controller, block_create_request("pvc-other", 1 << 20))
-        .await
-        .volume_id;
+    let other = create(
+        &mut block.controller,
+        block_create_request("pvc-other", 1 << 20),
+    )
+    .await
+    .volume_id;
     assert_code(
-        node.node_get_volume_stats(stats_request(&other, &pod_a))
+        block
+            .node
+            .node_get_volume_stats(stats_request(&other, &pod_a))
             .await,
         Code::NotFound,
     );
-    controller
+    block
+        .controller
         .delete_volume(delete_request(&other))
         .await
         .unwrap();
-    let health = controller
+}
+
+#[tokio::test]
+async fn a_published_block_volume_is_healthy_and_cannot_be_deleted() {
+    require!(require_root());
+    let mut block = Block::staged().await;
+    block.publish("pod-a-uid", false).await;
+    let id = block.id().to_string();
+    let health = block
+        .controller
         .controller_get_volume(ControllerGetVolumeRequest {
-            volume_id: id.into(),
+            volume_id: id.clone(),
         })
         .await
         .unwrap()
         .into_inner();
     assert!(!health.status.unwrap().volume_condition.unwrap().abnormal);
-
     // Staged: DeleteVolume refuses (in use).
     assert_code(
-        controller.delete_volume(delete_request(id)).await,
+        block.controller.delete_volume(delete_request(&id)).await,
         Code::FailedPrecondition,
     );
+}
+
+#[tokio::test]
+async fn unpublish_unstage_and_delete_repeat_cleanly_and_leak_no_device_or_mount() {
+    require!(require_root());
+    let global_before = loops_attached();
+    let mut block = Block::created().await;
+    let mounts_before = mounts_below(block.driver.dir.path());
+    let stage_time = block.stage().await;
+    let started = Instant::now();
+    let pod_a = block.publish("pod-a-uid", false).await;
+    let publish_time = started.elapsed();
+    let pod_b = block.publish("pod-b-uid", false).await;
+    let pod_ro = block.publish("pod-ro-uid", true).await;
+    let id = block.id().to_string();
+    let Block {
+        driver,
+        mut controller,
+        mut node,
+        staging,
+        ..
+    } = block;
 
     let mut unpublish_times = Vec::new();
     for target in [&pod_a, &pod_b, &pod_ro] {
         for _ in 0..2 {
             let started = Instant::now();
-            node.node_unpublish_volume(unpublish_request(id, target))
+            node.node_unpublish_volume(unpublish_request(&id, target))
                 .await
                 .unwrap();
             unpublish_times.push(started.elapsed());
@@ -294,19 +404,19 @@ async fn block_volume_two_pods_read_only_and_no_leaks() {
         assert!(!target.exists(), "target file left: {}", target.display());
     }
     let started = Instant::now();
-    node.node_unstage_volume(unstage_request(id, &staging))
+    node.node_unstage_volume(unstage_request(&id, &staging))
         .await
         .unwrap();
     let unstage_time = started.elapsed();
-    node.node_unstage_volume(unstage_request(id, &staging))
+    node.node_unstage_volume(unstage_request(&id, &staging))
         .await
         .unwrap();
     assert_eq!(loops_below(driver.dir.path()), vec![]);
     assert_eq!(mounts_below(driver.dir.path()), mounts_before);
 
-    controller.delete_volume(delete_request(id)).await.unwrap();
-    controller.delete_volume(delete_request(id)).await.unwrap();
-    assert!(!driver.root.join("volumes").join(name).exists());
+    controller.delete_volume(delete_request(&id)).await.unwrap();
+    controller.delete_volume(delete_request(&id)).await.unwrap();
+    assert!(!driver.root.join("volumes").join(NAME).exists());
     eprintln!(
         "FIGURES block: stage {:.2} ms, first publish {:.2} ms, unpublish {:.2} ms (first), \
          unstage {:.2} ms; loop devices on host before {global_before}, after {}",
@@ -592,62 +702,88 @@ async fn hostile_paths_are_refused_without_touching_anything() {
     assert_eq!(loops_below(driver.dir.path()), vec![]);
 }
 
-#[tokio::test]
-async fn kill9_while_staged_and_half_way_then_restart_leaks_nothing() {
-    require!(require_root());
-    let mut driver = TestDriver::start();
-    let (kept, deleted, unrecorded, orphaned) =
-        ("pvc-kept", "pvc-deleted", "pvc-unrec", "pvc-orph");
-    let ids: Vec<String> = {
-        let mut c = driver.controller().await;
-        let mut ids = Vec::new();
-        for name in [kept, deleted, unrecorded, orphaned] {
-            ids.push(
-                create(&mut c, block_create_request(name, 1 << 20))
-                    .await
-                    .volume_id,
-            );
-        }
-        ids
-    };
-    let staging_kept = driver.block_staging_path(kept);
-    let staging_deleted = driver.block_staging_path(deleted);
-    let staging_orphaned = driver.block_staging_path(orphaned);
-    let pod = driver.block_target_path(kept, "pod-1");
-    {
-        let mut node = driver.node().await;
-        for (id, staging) in [
-            (&ids[0], &staging_kept),
-            (&ids[1], &staging_deleted),
-            (&ids[3], &staging_orphaned),
-        ] {
-            node.node_stage_volume(block_stage_request(id, staging))
-                .await
-                .unwrap();
-        }
-        node.node_publish_volume(block_publish_request(&ids[0], &staging_kept, &pod, false))
-            .await
-            .unwrap();
-    }
-    write_direct(&pod, 0, 0x42).unwrap();
-    let kept_device = loops_below(&driver.root.join("volumes").join(kept));
-    assert_eq!(kept_device.len(), 1);
+/// The four block volumes of the kill -9 scenario, and where the kubelet
+/// staged and published them before the crash.
+struct Crashed {
+    /// kept (staged, published to `pod`), deleted (staged, then moved to
+    /// trash), unrecorded (a device attached, no record), orphaned (staged,
+    /// its staging path gone).
+    ids: [String; 4],
+    staging_kept: PathBuf,
+    staging_deleted: PathBuf,
+    staging_orphaned: PathBuf,
+    pod: PathBuf,
+    /// The kept volume's device before the crash.
+    kept_device: Vec<(u32, PathBuf)>,
+}
 
-    driver.kill9();
-    // What a crash (or a hand) can leave behind:
+const KEPT: &str = "pvc-kept";
+const DELETED: &str = "pvc-deleted";
+const UNRECORDED: &str = "pvc-unrec";
+const ORPHANED: &str = "pvc-orph";
+
+/// Before the crash: four volumes, three staged, the kept one published to
+/// a pod that wrote 0x42 into its first block.
+async fn stage_three_and_publish_one(driver: &TestDriver) -> Crashed {
+    let mut c = driver.controller().await;
+    let mut ids = Vec::new();
+    for name in [KEPT, DELETED, UNRECORDED, ORPHANED] {
+        ids.push(
+            create(&mut c, block_create_request(name, 1 << 20))
+                .await
+                .volume_id,
+        );
+    }
+    let ids: [String; 4] = ids.try_into().unwrap();
+    let staging_kept = driver.block_staging_path(KEPT);
+    let staging_deleted = driver.block_staging_path(DELETED);
+    let staging_orphaned = driver.block_staging_path(ORPHANED);
+    let pod = driver.block_target_path(KEPT, "pod-1");
+    let mut node = driver.node().await;
+    for (id, staging) in [
+        (&ids[0], &staging_kept),
+        (&ids[1], &staging_deleted),
+        (&ids[3], &staging_orphaned),
+    ] {
+        node.node_stage_volume(block_stage_request(id, staging))
+            .await
+            .unwrap_or_else(|e| panic!("before the crash, staging {id}: {e}"));
+    }
+    node.node_publish_volume(block_publish_request(&ids[0], &staging_kept, &pod, false))
+        .await
+        .unwrap_or_else(|e| panic!("before the crash, publishing the kept volume: {e}"));
+    write_direct(&pod, 0, 0x42).unwrap();
+    let kept_device = loops_below(&driver.root.join("volumes").join(KEPT));
+    assert_eq!(
+        kept_device.len(),
+        1,
+        "before the crash: the kept volume has one device"
+    );
+    Crashed {
+        ids,
+        staging_kept,
+        staging_deleted,
+        staging_orphaned,
+        pod,
+        kept_device,
+    }
+}
+
+/// With the driver dead, lays down what a crash (or a hand) can leave.
+fn leave_what_a_crash_leaves(driver: &TestDriver, crashed: &Crashed) {
     // - a staged volume's directory moved to trash/ (a delete cut short),
     std::fs::rename(
-        driver.root.join("volumes").join(deleted),
-        driver.root.join("trash").join(format!("{deleted}.99.0")),
+        driver.root.join("volumes").join(DELETED),
+        driver.root.join("trash").join(format!("{DELETED}.99.0")),
     )
     .unwrap();
     // - a device attached right before the crash, its record never written,
     let stray =
-        cairn_csi::loopdev::LoopDevice::attach(&driver.block_file(unrecorded), Default::default())
+        cairn_csi::loopdev::LoopDevice::attach(&driver.block_file(UNRECORDED), Default::default())
             .unwrap();
     drop(stray);
     // - a device whose staging path the kubelet no longer has,
-    std::fs::remove_dir(&staging_orphaned).unwrap();
+    std::fs::remove_dir(&crashed.staging_orphaned).unwrap();
     // - a half-made volume in tmp/ with a device.
     let half = driver.root.join("tmp/pvc-half.99.0");
     std::fs::create_dir_all(&half).unwrap();
@@ -656,68 +792,134 @@ async fn kill9_while_staged_and_half_way_then_restart_leaks_nothing() {
         .set_len(1 << 20)
         .unwrap();
     drop(cairn_csi::loopdev::LoopDevice::attach(&half.join("block"), Default::default()).unwrap());
-    assert_eq!(loops_below(driver.dir.path()).len(), 5);
+    assert_eq!(
+        loops_below(driver.dir.path()).len(),
+        5,
+        "the crash's leftovers: 1 staged and 4 stray devices"
+    );
+}
 
+/// After the restart the kubelet retries: the pod's device still works,
+/// stage and publish again succeed, a second pod shares the same device.
+async fn kubelet_retries_for_the_kept_volume(driver: &TestDriver, crashed: &Crashed) -> PathBuf {
+    let Crashed {
+        ids,
+        staging_kept,
+        pod,
+        kept_device,
+        ..
+    } = crashed;
+    let mut node = driver.node().await;
+    assert!(
+        read_direct(pod, 0).iter().all(|&b| b == 0x42),
+        "after the restart, the pod's device lost what it wrote"
+    );
+    node.node_stage_volume(block_stage_request(&ids[0], staging_kept))
+        .await
+        .unwrap_or_else(|e| panic!("after the restart, the kubelet's stage retry: {e}"));
+    node.node_publish_volume(block_publish_request(&ids[0], staging_kept, pod, false))
+        .await
+        .unwrap_or_else(|e| panic!("after the restart, the kubelet's publish retry: {e}"));
+    let pod2 = driver.block_target_path(KEPT, "pod-2");
+    node.node_publish_volume(block_publish_request(&ids[0], staging_kept, &pod2, false))
+        .await
+        .unwrap_or_else(|e| panic!("after the restart, publishing to a second pod: {e}"));
+    write_direct(&pod2, 4096, 0x43).unwrap();
+    assert!(
+        read_direct(pod, 4096).iter().all(|&b| b == 0x43),
+        "after the restart, the two pods do not share the kept device"
+    );
+    assert_eq!(
+        &loops_below(driver.dir.path()),
+        kept_device,
+        "after the retries, the kept volume still has its one old device"
+    );
+    pod2
+}
+
+/// After the restart, the volumes the crash left half-way stage (or
+/// unstage) normally. Returns the unrecorded volume's staging path.
+async fn the_half_way_volumes_stage_again(driver: &TestDriver, crashed: &Crashed) -> PathBuf {
+    let ids = &crashed.ids;
+    let mut node = driver.node().await;
+    let staging_unrecorded = driver.block_staging_path(UNRECORDED);
+    node.node_stage_volume(block_stage_request(&ids[2], &staging_unrecorded))
+        .await
+        .unwrap_or_else(|e| panic!("after the restart, staging the unrecorded volume: {e}"));
+    // Its stale record is replaced.
+    std::fs::create_dir_all(&crashed.staging_orphaned).unwrap();
+    node.node_stage_volume(block_stage_request(&ids[3], &crashed.staging_orphaned))
+        .await
+        .unwrap_or_else(|e| panic!("after the restart, staging the orphaned volume: {e}"));
+    assert_eq!(
+        loops_below(driver.dir.path()).len(),
+        3,
+        "after the restart: kept, unrecorded and orphaned staged, one device each"
+    );
+    node.node_unstage_volume(unstage_request(&ids[1], &crashed.staging_deleted))
+        .await
+        .unwrap_or_else(|e| panic!("after the restart, unstaging the deleted volume: {e}"));
+    staging_unrecorded
+}
+
+#[tokio::test]
+async fn kill9_while_staged_and_half_way_then_restart_leaks_nothing() {
+    require!(require_root());
+    let mut driver = TestDriver::start();
+    let crashed = stage_three_and_publish_one(&driver).await;
+
+    driver.kill9();
+    leave_what_a_crash_leaves(&driver, &crashed);
     let started = Instant::now();
     driver.spawn();
     let startup = started.elapsed();
     // Only the staged volume's device is left, the very same one.
-    assert_eq!(loops_below(driver.dir.path()), kept_device);
+    assert_eq!(
+        loops_below(driver.dir.path()),
+        crashed.kept_device,
+        "the restart kept only the staged volume's own device"
+    );
     let log = strip_ansi(&driver.log_text());
-    assert!(log.contains("kept=1 detached=4"), "{log}");
+    assert!(
+        log.contains("kept=1 detached=4"),
+        "the restart's log does not report 1 kept and 4 detached: {log}"
+    );
 
-    let mut c = driver.controller().await;
+    let pod2 = kubelet_retries_for_the_kept_volume(&driver, &crashed).await;
+    let staging_unrecorded = the_half_way_volumes_stage_again(&driver, &crashed).await;
+
+    // Then everything unpublishes and unstages, leaving nothing.
+    let ids = &crashed.ids;
     let mut node = driver.node().await;
-    // The pod's device still works; the kubelet's retries succeed.
-    assert!(read_direct(&pod, 0).iter().all(|&b| b == 0x42));
-    node.node_stage_volume(block_stage_request(&ids[0], &staging_kept))
-        .await
-        .unwrap();
-    node.node_publish_volume(block_publish_request(&ids[0], &staging_kept, &pod, false))
-        .await
-        .unwrap();
-    let pod2 = driver.block_target_path(kept, "pod-2");
-    node.node_publish_volume(block_publish_request(&ids[0], &staging_kept, &pod2, false))
-        .await
-        .unwrap();
-    write_direct(&pod2, 4096, 0x43).unwrap();
-    assert!(read_direct(&pod, 4096).iter().all(|&b| b == 0x43));
-    assert_eq!(loops_below(driver.dir.path()), kept_device);
-
-    // The unrecorded volume stages normally now.
-    let staging_unrecorded = driver.block_staging_path(unrecorded);
-    node.node_stage_volume(block_stage_request(&ids[2], &staging_unrecorded))
-        .await
-        .unwrap();
-    // The orphaned one too (its stale record is replaced).
-    std::fs::create_dir_all(&staging_orphaned).unwrap();
-    node.node_stage_volume(block_stage_request(&ids[3], &staging_orphaned))
-        .await
-        .unwrap();
-    assert_eq!(loops_below(driver.dir.path()).len(), 3);
-    // The deleted volume's unstage succeeds: it is gone.
-    node.node_unstage_volume(unstage_request(&ids[1], &staging_deleted))
-        .await
-        .unwrap();
-
-    for target in [&pod, &pod2] {
+    for target in [&crashed.pod, &pod2] {
         node.node_unpublish_volume(unpublish_request(&ids[0], target))
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cleaning up, unpublishing {}: {e}", target.display()));
     }
     for (id, staging) in [
-        (&ids[0], &staging_kept),
+        (&ids[0], &crashed.staging_kept),
         (&ids[2], &staging_unrecorded),
-        (&ids[3], &staging_orphaned),
+        (&ids[3], &crashed.staging_orphaned),
     ] {
         node.node_unstage_volume(unstage_request(id, staging))
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cleaning up, unstaging {id}: {e}"));
     }
-    assert_eq!(loops_below(driver.dir.path()), vec![]);
-    assert_eq!(mounts_below(driver.dir.path()), 0);
-    for id in &ids {
-        c.delete_volume(delete_request(id)).await.unwrap();
+    assert_eq!(
+        loops_below(driver.dir.path()),
+        vec![],
+        "a loop device outlived the last unstage"
+    );
+    assert_eq!(
+        mounts_below(driver.dir.path()),
+        0,
+        "a mount outlived the last unpublish"
+    );
+    let mut c = driver.controller().await;
+    for id in ids {
+        c.delete_volume(delete_request(id))
+            .await
+            .unwrap_or_else(|e| panic!("cleaning up, deleting {id}: {e}"));
     }
     eprintln!(
         "FIGURES block recovery: restart with 5 loop devices (1 staged, 4 stray) took {:.1} ms \

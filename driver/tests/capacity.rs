@@ -110,33 +110,58 @@ async fn unenforceable_roots_refuse_by_default_and_allow_on_request() {
     assert!(cap.maximum_volume_size.unwrap() >= cap.available_capacity);
 }
 
-#[tokio::test]
-async fn local_volumes_expand_and_never_shrink() {
-    let mut driver = TestDriver::start();
-    let mut c = driver.controller().await;
-    let volume = create(&mut c, create_request("pvc-grow", MI)).await;
-    let id = volume.volume_id.clone();
+// ---- expanding a local volume, one behaviour a test -------------------------
 
-    let grown = c
-        .controller_expand_volume(expand_request(&id, 3 * MI, 0))
+type Controller = controller_client::ControllerClient<tonic::transport::Channel>;
+
+/// ControllerExpandVolume that must succeed.
+async fn expand(c: &mut Controller, id: &str, required: i64) -> ControllerExpandVolumeResponse {
+    c.controller_expand_volume(expand_request(id, required, 0))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap_or_else(|e| panic!("ControllerExpandVolume {id} to {required}: {e}"))
+        .into_inner()
+}
+
+/// A fresh driver with a 1 MiB local volume "pvc-grow" already expanded to
+/// 3 MiB; the expansion's answer.
+async fn grown_volume() -> (
+    TestDriver,
+    Controller,
+    String,
+    ControllerExpandVolumeResponse,
+) {
+    let driver = TestDriver::start();
+    let mut c = driver.controller().await;
+    let id = create(&mut c, create_request("pvc-grow", MI))
+        .await
+        .volume_id;
+    let grown = expand(&mut c, &id, 3 * MI).await;
+    (driver, c, id, grown)
+}
+
+#[tokio::test]
+async fn expanding_a_local_volume_raises_its_capacity_with_nothing_to_do_on_the_node() {
+    let (_driver, _c, _id, grown) = grown_volume().await;
     assert_eq!(grown.capacity_bytes, 3 * MI);
     assert!(
         !grown.node_expansion_required,
         "a directory needs nothing on the node"
     );
+}
+
+#[tokio::test]
+async fn expanding_again_or_to_a_smaller_floor_keeps_the_size() {
+    let (_driver, mut c, id, _) = grown_volume().await;
     // Idempotent: the same request again, and a smaller floor (the volume
     // is already at least that large: spec, "SHOULD reply 0 OK").
     for required in [3 * MI, 2 * MI] {
-        let again = c
-            .controller_expand_volume(expand_request(&id, required, 0))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(again.capacity_bytes, 3 * MI);
+        assert_eq!(expand(&mut c, &id, required).await.capacity_bytes, 3 * MI);
     }
+}
+
+#[tokio::test]
+async fn a_local_volume_never_shrinks_nor_grows_past_its_filesystem() {
+    let (_driver, mut c, id, _) = grown_volume().await;
     // A ceiling below the current size asks for shrinking.
     let shrink = c
         .controller_expand_volume(expand_request(&id, MI, 2 * MI))
@@ -146,8 +171,11 @@ async fn local_volumes_expand_and_never_shrink() {
         .controller_expand_volume(expand_request(&id, i64::MAX, 0))
         .await;
     assert_code(bigger_than_the_filesystem, Code::OutOfRange);
+}
 
-    // Arguments.
+#[tokio::test]
+async fn expansion_refuses_bad_arguments_and_a_block_capability() {
+    let (_driver, mut c, id, _) = grown_volume().await;
     assert_code(
         c.controller_expand_volume(expand_request("", 4 * MI, 0))
             .await,
@@ -187,7 +215,11 @@ async fn local_volumes_expand_and_never_shrink() {
     let mut with_capability = expand_request(&id, 3 * MI, 0);
     with_capability.volume_capability = Some(rwo());
     c.controller_expand_volume(with_capability).await.unwrap();
-    // Unknown volumes.
+}
+
+#[tokio::test]
+async fn expanding_an_unknown_or_another_nodes_volume_is_refused() {
+    let (_driver, mut c, _, _) = grown_volume().await;
     assert_code(
         c.controller_expand_volume(expand_request("local:node-a:pvc-nothing", 4 * MI, 0))
             .await,
@@ -201,36 +233,41 @@ async fn local_volumes_expand_and_never_shrink() {
             .await,
         Code::Unavailable,
     );
+}
 
-    // The record is replaced whole, nothing is left beside it, and the
-    // capacity survives a restart.
+#[tokio::test]
+async fn an_expanded_record_is_replaced_whole_and_survives_a_restart() {
+    let (mut driver, c, id, _) = grown_volume().await;
+    // Nothing is left beside the record.
     let dir = driver.root.join("volumes/pvc-grow");
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
+    drop(c);
     driver.restart();
     let mut c = driver.controller().await;
     let got = c
-        .controller_get_volume(ControllerGetVolumeRequest {
-            volume_id: id.clone(),
-        })
+        .controller_get_volume(ControllerGetVolumeRequest { volume_id: id })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.volume.unwrap().capacity_bytes, 3 * MI);
-    // A crash's leftover temp record does not get in the way.
-    std::fs::write(dir.join(".meta.json.tmp"), b"{half").unwrap();
-    let grown = c
-        .controller_expand_volume(expand_request(&id, 4 * MI, 0))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(grown.capacity_bytes, 4 * MI);
-    assert!(!dir.join(".meta.json.tmp").exists());
+}
 
-    // Gone: NotFound.
+#[tokio::test]
+async fn a_crashs_leftover_temp_record_does_not_stop_an_expansion() {
+    let (driver, mut c, id, _) = grown_volume().await;
+    let dir = driver.root.join("volumes/pvc-grow");
+    std::fs::write(dir.join(".meta.json.tmp"), b"{half").unwrap();
+    assert_eq!(expand(&mut c, &id, 4 * MI).await.capacity_bytes, 4 * MI);
+    assert!(!dir.join(".meta.json.tmp").exists());
+}
+
+#[tokio::test]
+async fn a_deleted_volume_cannot_be_expanded() {
+    let (_driver, mut c, id, _) = grown_volume().await;
     c.delete_volume(delete_request(&id)).await.unwrap();
     assert_code(
         c.controller_expand_volume(expand_request(&id, 5 * MI, 0))

@@ -13,23 +13,58 @@ use cairn_proto::v1::*;
 use common::*;
 use tonic::Code;
 
-#[tokio::test]
-async fn nfs_volumes_are_directories_on_the_export() {
-    require!(require_nfs_lab());
+/// An NFS lab with one volume, "pvc-nfs-1", created with mountPermissions
+/// 0750 on the export.
+struct NfsVolume {
+    /// Serves the export while the test lasts; stopped on drop.
+    _server: Ganesha,
+    port: u16,
+    export: std::path::PathBuf,
+    _driver: TestDriver,
+    c: controller_client::ControllerClient<tonic::transport::Channel>,
+    volume: Volume,
+}
+
+fn nfs_1_request(port: u16) -> CreateVolumeRequest {
+    nfs_request("pvc-nfs-1", port, &[("mountPermissions", "0750")])
+}
+
+async fn nfs_volume() -> NfsVolume {
     let (server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
-
     let volume = c
-        .create_volume(nfs_request(
-            "pvc-nfs-1",
-            port,
-            &[("mountPermissions", "0750")],
-        ))
+        .create_volume(nfs_1_request(port))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
         .into_inner()
         .volume
         .unwrap();
+    NfsVolume {
+        _server: server,
+        port,
+        export,
+        _driver: driver,
+        c,
+        volume,
+    }
+}
+
+impl NfsVolume {
+    async fn get(&mut self) -> Result<ControllerGetVolumeResponse, tonic::Status> {
+        self.c
+            .controller_get_volume(ControllerGetVolumeRequest {
+                volume_id: self.volume.volume_id.clone(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+#[tokio::test]
+async fn an_nfs_volume_is_a_recorded_directory_on_the_export_with_its_mode() {
+    require!(require_nfs_lab());
+    let v = nfs_volume().await;
+    let (port, export, volume) = (v.port, &v.export, &v.volume);
     assert_eq!(
         volume.volume_id,
         format!("nfs:d:{port}:127.0.0.1#/export#pvc-nfs-1")
@@ -47,61 +82,65 @@ async fn nfs_volumes_are_directories_on_the_export() {
         0o750
     );
     assert!(export.join(".cairn-volumes/pvc-nfs-1").is_file());
+}
 
-    // Idempotent on name; a different size is a conflict.
-    let again = create(
-        &mut c,
-        nfs_request("pvc-nfs-1", port, &[("mountPermissions", "0750")]),
-    )
-    .await;
-    assert_eq!(again, volume);
-    let mut bigger = nfs_request("pvc-nfs-1", port, &[("mountPermissions", "0750")]);
+#[tokio::test]
+async fn creating_an_nfs_volume_again_returns_it_and_another_size_conflicts() {
+    require!(require_nfs_lab());
+    let mut v = nfs_volume().await;
+    let again = create(&mut v.c, nfs_1_request(v.port)).await;
+    assert_eq!(again, v.volume);
+    let mut bigger = nfs_1_request(v.port);
     bigger.capacity_range.as_mut().unwrap().required_bytes = 50 << 20;
-    assert_code(c.create_volume(bigger).await, Code::AlreadyExists);
+    assert_code(v.c.create_volume(bigger).await, Code::AlreadyExists);
+}
 
-    let got = c
-        .controller_get_volume(ControllerGetVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+#[tokio::test]
+async fn an_nfs_volume_reports_its_size_and_health_and_validates_its_capabilities() {
+    require!(require_nfs_lab());
+    let mut v = nfs_volume().await;
+    let got = v.get().await.unwrap();
     assert_eq!(got.volume.unwrap().capacity_bytes, 5 << 20);
     assert!(!got.status.unwrap().volume_condition.unwrap().abnormal);
-    let validated = c
-        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
-            volume_id: volume.volume_id.clone(),
-            volume_capabilities: nfs_request("x", port, &[]).volume_capabilities,
+    let validated =
+        v.c.validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+            volume_id: v.volume.volume_id.clone(),
+            volume_capabilities: nfs_request("x", v.port, &[]).volume_capabilities,
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert!(validated.confirmed.is_some(), "{}", validated.message);
+}
 
-    // Delete removes the whole tree and nothing above it.
+#[tokio::test]
+async fn deleting_an_nfs_volume_removes_its_tree_and_nothing_above_it() {
+    require!(require_nfs_lab());
+    let mut v = nfs_volume().await;
+    let dir = v.export.join("pvc-nfs-1");
     std::fs::create_dir_all(dir.join("a/b")).unwrap();
     std::fs::write(dir.join("a/b/file"), b"data").unwrap();
-    std::fs::write(export.join("neighbour"), b"keep").unwrap();
-    c.delete_volume(delete_request(&volume.volume_id))
+    std::fs::write(v.export.join("neighbour"), b"keep").unwrap();
+    v.c.delete_volume(delete_request(&v.volume.volume_id))
         .await
         .unwrap();
     assert!(!dir.exists());
-    assert!(!export.join(".cairn-volumes/pvc-nfs-1").exists());
-    assert_eq!(std::fs::read(export.join("neighbour")).unwrap(), b"keep");
-    assert!(export.is_dir());
-    c.delete_volume(delete_request(&volume.volume_id))
+    assert!(!v.export.join(".cairn-volumes/pvc-nfs-1").exists());
+    assert_eq!(std::fs::read(v.export.join("neighbour")).unwrap(), b"keep");
+    assert!(v.export.is_dir());
+    // Again: OK, and the volume is gone.
+    v.c.delete_volume(delete_request(&v.volume.volume_id))
         .await
         .unwrap();
-    assert_code(
-        c.controller_get_volume(ControllerGetVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-        })
-        .await,
-        Code::NotFound,
-    );
+    assert_code(v.get().await, Code::NotFound);
+}
 
-    // GetCapacity reports the export's free space, asked of the server.
+#[tokio::test]
+async fn get_capacity_reports_the_exports_free_space_as_the_server_sees_it() {
+    require!(require_nfs_lab());
+    let (_server, port, export, driver) = nfs_lab();
+    let mut c = driver.controller().await;
     let capacity = c
         .get_capacity(GetCapacityRequest {
             parameters: HashMap::from([

@@ -5,12 +5,16 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cairn_harness::{require, require_nfs_lab, Ganesha};
+use cairn_proto::v1::controller_client::ControllerClient;
 use cairn_proto::v1::*;
 use common::*;
+use tonic::transport::Channel;
 use tonic::Code;
+
+type Controller = ControllerClient<Channel>;
 
 /// A small tree with what a copy can get wrong: nesting, modes, a symlink
 /// pointing outside the volume (must stay a link), an empty file.
@@ -43,130 +47,195 @@ fn assert_tree(dir: &Path, content: &str) {
     );
 }
 
-#[tokio::test]
-async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
-    require!(require_nfs_lab());
-    let server = Ganesha::start().expect("ganesha");
-    let port = server.addr().port();
-    let export = server.export_dir().to_path_buf();
-    let mut driver = TestDriver::start();
+/// An NFS lab (nfs-ganesha, its port and export, a driver) with a source
+/// volume "pvc-src" holding `write_tree(content)`, snapshotted as "snap-1".
+struct NfsSnapped {
+    /// Serves the export while the test lasts; stopped on drop.
+    _server: Ganesha,
+    port: u16,
+    export: PathBuf,
+    driver: TestDriver,
+    c: Controller,
+    source: Volume,
+    snapshot: Snapshot,
+}
+
+async fn nfs_snapped(content: &str) -> NfsSnapped {
+    let (server, port, export, driver) = nfs_lab();
     let mut c = driver.controller().await;
-
     let source = create(&mut c, nfs_request("pvc-src", port, &[])).await;
-    write_tree(&export.join("pvc-src"), "before");
-
+    write_tree(&export.join("pvc-src"), content);
     let snapshot = try_snapshot(&mut c, "snap-1", &source.volume_id)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
-    assert!(snapshot.ready_to_use);
-    assert_eq!(snapshot.source_volume_id, source.volume_id);
-    assert_eq!(snapshot.size_bytes, 5 << 20);
-    assert_eq!(
-        snapshot.snapshot_id,
-        format!("nfs-snap:{port}:127.0.0.1#/export#snap-1")
-    );
-    assert_tree(&export.join(".cairn-snapshots/snap-1"), "before");
+    NfsSnapped {
+        _server: server,
+        port,
+        export,
+        driver,
+        c,
+        source,
+        snapshot,
+    }
+}
 
-    // Idempotent on name; the same name for another volume is a conflict.
-    let again = try_snapshot(&mut c, "snap-1", &source.volume_id)
+impl NfsSnapped {
+    /// CreateVolume `name` on the export from `source`.
+    async fn create_from(&mut self, name: &str, source: Option<VolumeContentSource>) -> Volume {
+        let request = with_source(nfs_request(name, self.port, &[]), source);
+        create(&mut self.c, request).await
+    }
+
+    /// The source written again after its snapshot ("before" becomes "after").
+    fn write_after_the_snapshot(&self) {
+        std::fs::write(self.export.join("pvc-src/a/b/file"), "after").unwrap();
+    }
+
+    async fn get_snapshot(&mut self) -> Result<GetSnapshotResponse, tonic::Status> {
+        self.c
+            .get_snapshot(GetSnapshotRequest {
+                snapshot_id: self.snapshot.snapshot_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn delete_snapshot(&mut self, snapshot_id: &str) -> Result<(), tonic::Status> {
+        self.c
+            .delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: snapshot_id.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    }
+}
+
+#[tokio::test]
+async fn an_nfs_snapshot_is_a_ready_copy_on_the_export_that_names_its_source() {
+    require!(require_nfs_lab());
+    let s = nfs_snapped("before").await;
+    assert!(s.snapshot.ready_to_use);
+    assert_eq!(s.snapshot.source_volume_id, s.source.volume_id);
+    assert_eq!(s.snapshot.size_bytes, 5 << 20);
+    assert_eq!(
+        s.snapshot.snapshot_id,
+        format!("nfs-snap:{}:127.0.0.1#/export#snap-1", s.port)
+    );
+    assert_tree(&s.export.join(".cairn-snapshots/snap-1"), "before");
+}
+
+#[tokio::test]
+async fn an_nfs_snapshot_repeats_on_its_name_and_conflicts_for_another_volume() {
+    require!(require_nfs_lab());
+    let mut s = nfs_snapped("before").await;
+    let again = try_snapshot(&mut s.c, "snap-1", &s.source.volume_id)
         .await
         .unwrap();
-    assert_eq!(again, snapshot);
-    let other = create(&mut c, nfs_request("pvc-other", port, &[])).await;
+    assert_eq!(again, s.snapshot);
+    let other = create(&mut s.c, nfs_request("pvc-other", s.port, &[])).await;
     assert_code(
-        try_snapshot(&mut c, "snap-1", &other.volume_id).await,
+        try_snapshot(&mut s.c, "snap-1", &other.volume_id).await,
         Code::AlreadyExists,
     );
+}
 
-    // A restarted controller finds it again: it lives on the export.
-    driver.restart();
-    let mut c = driver.controller().await;
-    let after_restart = try_snapshot(&mut c, "snap-1", &source.volume_id)
+#[tokio::test]
+async fn a_restarted_controller_finds_an_nfs_snapshot_on_the_export() {
+    require!(require_nfs_lab());
+    let mut s = nfs_snapped("before").await;
+    s.driver.restart();
+    s.c = s.driver.controller().await;
+    let after_restart = try_snapshot(&mut s.c, "snap-1", &s.source.volume_id)
         .await
         .unwrap();
-    assert_eq!(after_restart, snapshot);
+    assert_eq!(after_restart, s.snapshot);
+}
 
-    // The snapshot keeps the content of its moment.
-    std::fs::write(export.join("pvc-src/a/b/file"), "after").unwrap();
-    let restored = create(
-        &mut c,
-        with_source(
-            nfs_request("pvc-restored", port, &[]),
-            snap_source(&snapshot.snapshot_id),
-        ),
-    )
-    .await;
+#[tokio::test]
+async fn a_restored_nfs_volume_holds_the_snapshots_content_not_later_writes() {
+    require!(require_nfs_lab());
+    let mut s = nfs_snapped("before").await;
+    s.write_after_the_snapshot();
+    let restored = s
+        .create_from("pvc-restored", snap_source(&s.snapshot.snapshot_id))
+        .await;
     assert!(restored.content_source.is_some());
-    assert_tree(&export.join("pvc-restored"), "before");
-    let cloned = create(
-        &mut c,
-        with_source(
-            nfs_request("pvc-clone", port, &[]),
-            vol_source(&source.volume_id),
-        ),
-    )
-    .await;
-    assert_tree(&export.join("pvc-clone"), "after");
+    assert_tree(&s.export.join("pvc-restored"), "before");
+}
 
-    // Deleting the source leaves the snapshot whole: it is an independent copy.
-    c.delete_volume(DeleteVolumeRequest {
-        volume_id: source.volume_id.clone(),
+#[tokio::test]
+async fn an_nfs_clone_holds_its_source_as_it_is_now() {
+    require!(require_nfs_lab());
+    let mut s = nfs_snapped("before").await;
+    s.write_after_the_snapshot();
+    let cloned = s
+        .create_from("pvc-clone", vol_source(&s.source.volume_id))
+        .await;
+    assert_tree(&s.export.join("pvc-clone"), "after");
+    assert!(cloned.content_source.is_some());
+}
+
+#[tokio::test]
+async fn an_nfs_snapshot_outlives_its_source_volume() {
+    require!(require_nfs_lab());
+    let mut s = nfs_snapped("before").await;
+    s.c.delete_volume(DeleteVolumeRequest {
+        volume_id: s.source.volume_id.clone(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let got = c
-        .get_snapshot(GetSnapshotRequest {
-            snapshot_id: snapshot.snapshot_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.snapshot.unwrap().snapshot_id, snapshot.snapshot_id);
+    let got = s.get_snapshot().await.unwrap();
+    assert_eq!(got.snapshot.unwrap().snapshot_id, s.snapshot.snapshot_id);
+}
 
-    let delete = DeleteSnapshotRequest {
-        snapshot_id: snapshot.snapshot_id.clone(),
-        ..Default::default()
-    };
-    c.delete_snapshot(delete.clone()).await.unwrap();
-    c.delete_snapshot(delete).await.unwrap();
-    assert!(!export.join(".cairn-snapshots/snap-1").exists());
-    assert!(!export.join(".cairn-snapshots/.snap-1.cairn.json").exists());
+#[tokio::test]
+async fn a_deleted_nfs_snapshot_leaves_the_export_and_restores_nothing() {
+    require!(require_nfs_lab());
+    let mut s = nfs_snapped("before").await;
+    let id = s.snapshot.snapshot_id.clone();
+    s.delete_snapshot(&id).await.unwrap();
+    s.delete_snapshot(&id).await.unwrap();
+    assert!(!s.export.join(".cairn-snapshots/snap-1").exists());
+    assert!(!s
+        .export
+        .join(".cairn-snapshots/.snap-1.cairn.json")
+        .exists());
+    let port = s.port;
     assert_code(
-        c.create_volume(with_source(
+        s.c.create_volume(with_source(
             nfs_request("pvc-late", port, &[]),
-            snap_source(&snapshot.snapshot_id),
+            snap_source(&id),
         ))
         .await,
         Code::NotFound,
     );
-    assert!(!export.join("pvc-late").exists());
-    assert_code(
-        c.get_snapshot(GetSnapshotRequest {
-            snapshot_id: snapshot.snapshot_id.clone(),
-            ..Default::default()
-        })
-        .await,
-        Code::NotFound,
-    );
+    assert!(!s.export.join("pvc-late").exists());
+    assert_code(s.get_snapshot().await, Code::NotFound);
+}
 
-    // Hostile snapshot ids never reach the export: never issued, they name
-    // no snapshot, and DeleteSnapshot answers OK having touched nothing.
+#[tokio::test]
+async fn hostile_nfs_snapshot_ids_never_reach_the_export() {
+    require!(require_nfs_lab());
+    let mut s = nfs_snapped("before").await;
+    s.write_after_the_snapshot();
+    s.create_from("pvc-clone", vol_source(&s.source.volume_id))
+        .await;
+    // Never issued, they name no snapshot, and DeleteSnapshot answers OK
+    // having touched nothing.
+    let port = s.port;
     for bad in [
         format!("nfs-snap:{port}:127.0.0.1#/export#../pvc-clone"),
         format!("nfs-snap:{port}:127.0.0.1#/export#a/b"),
         format!("nfs-snap:{port}:127.0.0.1#/../etc#x"),
     ] {
-        c.delete_snapshot(DeleteSnapshotRequest {
-            snapshot_id: bad.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{bad}: {e}"));
+        s.delete_snapshot(&bad)
+            .await
+            .unwrap_or_else(|e| panic!("{bad}: {e}"));
     }
-    assert_tree(&export.join("pvc-clone"), "after");
-    assert!(cloned.content_source.is_some());
+    assert_tree(&s.export.join("pvc-clone"), "after");
 }
 
 /// What a controller killed in the middle of a restore leaves on the export,
@@ -175,14 +244,17 @@ async fn nfs_snapshots_restore_and_clone_are_copies_on_the_export() {
 #[tokio::test]
 async fn interrupted_nfs_restores_converge_on_retry_or_delete() {
     require!(require_nfs_lab());
-    let (server, port, export, driver) = nfs_lab();
-    let mut c = driver.controller().await;
-
-    let source = create(&mut c, nfs_request("pvc-src", port, &[])).await;
-    write_tree(&export.join("pvc-src"), "snapped");
-    let snapshot = try_snapshot(&mut c, "snap-1", &source.volume_id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    // Bound first: the fields left out of the pattern (the server, the
+    // driver) live as long as it does.
+    let snapped = nfs_snapped("snapped").await;
+    let NfsSnapped {
+        port,
+        export,
+        mut c,
+        source,
+        snapshot,
+        ..
+    } = snapped;
 
     // Killed mid-copy: a half copy under the restoring name.
     std::fs::create_dir_all(export.join(".pvc-a.restoring/a")).unwrap();

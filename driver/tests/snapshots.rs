@@ -213,18 +213,75 @@ fn assert_no_scratch(root: &Path) {
     assert_empty_dirs(root, &["tmp", "trash"]);
 }
 
-// ---- the scenario, on any root ---------------------------------------------
+// ---- one behaviour a test, on either root ------------------------------------
 
-/// Snapshot, restore, clone, their idempotency and conflicts, listing,
-/// deleting the source, a restart: against `driver`, whose local root is
-/// `root`.
-async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
+/// A driver on a local root: its own plain directory (full copies) or a
+/// loop-mounted XFS with reflink (shared blocks). The driver drops first,
+/// unmounting whatever a test left mounted, then the filesystem it served.
+struct Lab {
+    driver: TestDriver,
+    root: PathBuf,
+    _fs: Option<cairn_harness::LoopFs>,
+}
+
+impl Lab {
+    fn plain_directory() -> Self {
+        let driver = TestDriver::start();
+        let root = driver.root.clone();
+        Lab {
+            driver,
+            root,
+            _fs: None,
+        }
+    }
+
+    fn reflink_xfs() -> Self {
+        let fs = cairn_harness::LoopFs::xfs_reflink(512).unwrap();
+        let root = fs.path().to_path_buf();
+        let driver = TestDriver::start_with(&["--local-root", root.to_str().unwrap()]);
+        Lab {
+            driver,
+            root,
+            _fs: Some(fs),
+        }
+    }
+
+    fn data(&self, volume: &Volume) -> PathBuf {
+        data_of(&self.root, &volume.volume_id)
+    }
+
+    /// What every test ends on: no copy's scratch or trash left, no mount.
+    fn assert_converged(&self) {
+        assert_no_scratch(&self.root);
+        assert_eq!(
+            mounts_below(self.driver.dir.path()),
+            0,
+            "a mount was left below the driver's directory"
+        );
+    }
+}
+
+/// A source volume a pod wrote through its real mount, snapshotted as
+/// "snap-1" and then written again before the pod went away; and a second
+/// volume, "other".
+struct Snapped {
+    c: Controller,
+    src: Volume,
+    other: Volume,
+    snap: Snapshot,
+    /// The source's tree when the snapshot was taken.
+    at_snapshot: BTreeMap<PathBuf, String>,
+    /// Where the source's symlinks point, outside any volume.
+    outside: PathBuf,
+}
+
+async fn snapped_source(lab: &Lab) -> Snapped {
+    let driver = &lab.driver;
     let outside = driver.dir.path().join("outside");
     let mut c = driver.controller().await;
     let src = create(&mut c, create_request("src", 64 * MIB as i64)).await;
     let other = create(&mut c, create_request("other", MIB as i64)).await;
 
-    // The pod writes through its real mount.
     let staging = driver.staging_path(&src.volume_id);
     let target = driver.target_path("pod-src", "src");
     let mut node = driver.node().await;
@@ -235,16 +292,68 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
         .await
         .unwrap();
     populate(&target, &outside);
-    let at_snapshot = describe(&data_of(root, &src.volume_id));
-
+    let at_snapshot = describe(&lab.data(&src));
     let snap = try_snapshot(&mut c, "snap-1", &src.volume_id)
         .await
         .unwrap();
-    assert!(snap.ready_to_use, "a small copy is ready within the grace");
-    assert_eq!(snap.snapshot_id, "snap:node-a:snap-1");
-    assert_eq!(snap.source_volume_id, src.volume_id);
-    assert_eq!(snap.size_bytes, 64 * MIB as i64);
-    assert!(snap.creation_time.is_some());
+
+    // The pod goes on writing after the snapshot.
+    std::fs::write(target.join("app/config.yaml"), b"replicas: 5\n").unwrap();
+    std::fs::write(target.join("late"), b"after the snapshot").unwrap();
+    node.node_unpublish_volume(unpublish_request(&src.volume_id, &target))
+        .await
+        .unwrap();
+    node.node_unstage_volume(unstage_request(&src.volume_id, &staging))
+        .await
+        .unwrap();
+    Snapped {
+        c,
+        src,
+        other,
+        snap,
+        at_snapshot,
+        outside,
+    }
+}
+
+/// Four more snapshots of the source ("snap-2" to "snap-5") and one of
+/// the other volume: six in all. Returns the other volume's snapshot.
+async fn six_snapshots(s: &mut Snapped) -> Snapshot {
+    for i in 2..=5 {
+        try_snapshot(&mut s.c, &format!("snap-{i}"), &s.src.volume_id)
+            .await
+            .unwrap();
+    }
+    try_snapshot(&mut s.c, "snap-of-other", &s.other.volume_id)
+        .await
+        .unwrap()
+}
+
+async fn restore(c: &mut Controller, name: &str, snap: &Snapshot) -> Volume {
+    create(c, from(name, 0, snap_source(&snap.snapshot_id))).await
+}
+
+async fn a_snapshot_is_ready_at_once_and_names_its_source(lab: Lab) {
+    let s = snapped_source(&lab).await;
+    assert!(
+        s.snap.ready_to_use,
+        "a small copy is ready within the grace"
+    );
+    assert_eq!(s.snap.snapshot_id, "snap:node-a:snap-1");
+    assert_eq!(s.snap.source_volume_id, s.src.volume_id);
+    assert_eq!(s.snap.size_bytes, 64 * MIB as i64);
+    assert!(s.snap.creation_time.is_some());
+    lab.assert_converged();
+}
+
+async fn create_snapshot_repeats_on_its_name_and_refuses_conflicts_and_bad_ids(lab: Lab) {
+    let Snapped {
+        mut c,
+        src,
+        other,
+        snap,
+        ..
+    } = snapped_source(&lab).await;
     // Idempotent on name; the name is taken for any other source.
     assert_eq!(
         try_snapshot(&mut c, "snap-1", &src.volume_id)
@@ -273,36 +382,33 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
     unknown.parameters.insert("retention".into(), "7d".into());
     let err = c.create_snapshot(unknown).await.unwrap_err();
     assert!(err.message().contains("retention"), "{err:?}");
+    lab.assert_converged();
+}
 
-    // The pod goes on writing: the snapshot does not change.
-    std::fs::write(target.join("app/config.yaml"), b"replicas: 5\n").unwrap();
-    std::fs::write(target.join("late"), b"after the snapshot").unwrap();
-    node.node_unpublish_volume(unpublish_request(&src.volume_id, &target))
-        .await
-        .unwrap();
-    node.node_unstage_volume(unstage_request(&src.volume_id, &staging))
-        .await
-        .unwrap();
-
-    // Restore.
-    let restored = create(&mut c, from("restored", 0, snap_source(&snap.snapshot_id))).await;
-    assert_eq!(restored.content_source, snap_source(&snap.snapshot_id));
+async fn a_restored_volume_holds_the_snapshots_content_not_later_writes(lab: Lab) {
+    let mut s = snapped_source(&lab).await;
+    let restored = restore(&mut s.c, "restored", &s.snap).await;
+    assert_eq!(restored.content_source, snap_source(&s.snap.snapshot_id));
     assert_eq!(
         restored.capacity_bytes,
         64 * MIB as i64,
         "the source's size"
     );
-    let restored_data = data_of(root, &restored.volume_id);
-    assert_eq!(describe(&restored_data), at_snapshot);
-    assert_links_not_followed(&restored_data, &outside);
+    let restored_data = lab.data(&restored);
+    assert_eq!(describe(&restored_data), s.at_snapshot);
+    assert_links_not_followed(&restored_data, &s.outside);
     assert!(!restored_data.join("secret").exists());
+    lab.assert_converged();
+}
+
+async fn restoring_again_returns_the_same_volume_and_another_source_conflicts(lab: Lab) {
+    let mut s = snapped_source(&lab).await;
+    let restored = restore(&mut s.c, "restored", &s.snap).await;
+    let c = &mut s.c;
     // Repeats return the same volume; a different source (or none) conflicts.
-    assert_eq!(
-        create(&mut c, from("restored", 0, snap_source(&snap.snapshot_id))).await,
-        restored
-    );
+    assert_eq!(restore(c, "restored", &s.snap).await, restored);
     assert_code(
-        c.create_volume(from("restored", 0, vol_source(&src.volume_id)))
+        c.create_volume(from("restored", 0, vol_source(&s.src.volume_id)))
             .await,
         Code::AlreadyExists,
     );
@@ -310,21 +416,24 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
         c.create_volume(create_request("restored", 0)).await,
         Code::AlreadyExists,
     );
+    lab.assert_converged();
+}
 
-    // Clone: the volume as it is now.
+async fn a_clone_holds_its_source_volume_as_it_is_now(lab: Lab) {
+    let mut s = snapped_source(&lab).await;
     let clone = create(
-        &mut c,
-        from("clone", 128 * MIB as i64, vol_source(&src.volume_id)),
+        &mut s.c,
+        from("clone", 128 * MIB as i64, vol_source(&s.src.volume_id)),
     )
     .await;
-    assert_eq!(clone.content_source, vol_source(&src.volume_id));
+    assert_eq!(clone.content_source, vol_source(&s.src.volume_id));
     assert_eq!(clone.capacity_bytes, 128 * MIB as i64);
-    assert_eq!(
-        describe(&data_of(root, &clone.volume_id)),
-        describe(&data_of(root, &src.volume_id))
-    );
+    assert_eq!(describe(&lab.data(&clone)), describe(&lab.data(&s.src)));
+    lab.assert_converged();
+}
 
-    // What cannot be restored, and why.
+async fn restores_too_small_from_nothing_or_from_another_node_are_refused(lab: Lab) {
+    let Snapped { mut c, snap, .. } = snapped_source(&lab).await;
     assert_code(
         c.create_volume(from("small", MIB as i64, snap_source(&snap.snapshot_id)))
             .await,
@@ -350,17 +459,17 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
             .await,
         Code::ResourceExhausted,
     );
+    let root = &lab.root;
     assert!(!root.join("volumes/x").exists() && !root.join("volumes/small").exists());
+    lab.assert_converged();
+}
 
-    // Listing: pages, filters, tokens.
-    for i in 2..=5 {
-        try_snapshot(&mut c, &format!("snap-{i}"), &src.volume_id)
-            .await
-            .unwrap();
-    }
-    let of_other = try_snapshot(&mut c, "snap-of-other", &other.volume_id)
-        .await
-        .unwrap();
+async fn list_snapshots_pages_filters_and_refuses_bad_tokens(lab: Lab) {
+    let mut s = snapped_source(&lab).await;
+    let of_other = six_snapshots(&mut s).await;
+    let Snapped {
+        mut c, src, snap, ..
+    } = s;
     let all = list(
         &mut c,
         ListSnapshotsRequest {
@@ -411,6 +520,11 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
         .await,
         Code::InvalidArgument,
     );
+    lab.assert_converged();
+}
+
+async fn get_snapshot_finds_a_snapshot_by_id_and_not_a_missing_one(lab: Lab) {
+    let Snapped { mut c, snap, .. } = snapped_source(&lab).await;
     let got = c
         .get_snapshot(GetSnapshotRequest {
             snapshot_id: snap.snapshot_id.clone(),
@@ -430,29 +544,40 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
         .await,
         Code::NotFound,
     );
+    lab.assert_converged();
+}
 
-    // Snapshots are independent of their source: delete it, restore anyway.
-    delete_volume(&mut c, &src.volume_id).await;
-    let again = create(
-        &mut c,
-        from("after-delete", 0, snap_source(&snap.snapshot_id)),
-    )
-    .await;
-    assert_eq!(describe(&data_of(root, &again.volume_id)), at_snapshot);
-    assert!(list(&mut c, ListSnapshotsRequest::default())
+async fn a_snapshot_outlives_its_source_volume(lab: Lab) {
+    let mut s = snapped_source(&lab).await;
+    delete_volume(&mut s.c, &s.src.volume_id).await;
+    let again = restore(&mut s.c, "after-delete", &s.snap).await;
+    assert_eq!(describe(&lab.data(&again)), s.at_snapshot);
+    assert!(list(&mut s.c, ListSnapshotsRequest::default())
         .await
-        .contains(&snap.snapshot_id));
+        .contains(&s.snap.snapshot_id));
+    lab.assert_converged();
+}
 
-    // Snapshots survive a restart.
-    drop(c);
-    driver.restart();
-    let mut c = driver.controller().await;
+async fn snapshots_survive_a_driver_restart(mut lab: Lab) {
+    let mut s = snapped_source(&lab).await;
+    six_snapshots(&mut s).await;
+    drop(s);
+    lab.driver.restart();
+    let mut c = lab.driver.controller().await;
     assert_eq!(
         list(&mut c, ListSnapshotsRequest::default()).await.len(),
         6,
         "after restart"
     );
+    lab.assert_converged();
+}
 
+async fn deleting_snapshots_is_idempotent_and_ids_never_issued_touch_nothing(lab: Lab) {
+    let mut s = snapped_source(&lab).await;
+    six_snapshots(&mut s).await;
+    let Snapped {
+        mut c, src, other, ..
+    } = s;
     // Deleting is idempotent; an id Cairn never issued names no snapshot:
     // deleting it succeeds and touches nothing; a missing one is refused.
     for id in list(&mut c, ListSnapshotsRequest::default()).await {
@@ -464,31 +589,53 @@ async fn snapshot_restore_clone(driver: &mut TestDriver, root: &Path) {
     assert!(list(&mut c, ListSnapshotsRequest::default())
         .await
         .is_empty());
-    assert_eq!(entries(&root.join("snapshots")), Vec::<String>::new());
-    for v in [&restored, &clone, &again, &other] {
+    assert_eq!(entries(&lab.root.join("snapshots")), Vec::<String>::new());
+    for v in [&src, &other] {
         delete_volume(&mut c, &v.volume_id).await;
     }
-    assert_no_scratch(root);
-    assert_eq!(mounts_below(driver.dir.path()), 0);
+    lab.assert_converged();
 }
 
-#[tokio::test]
-async fn snapshot_restore_clone_on_a_plain_directory() {
-    require!(require_root());
-    let mut driver = TestDriver::start();
-    let root = driver.root.clone();
-    snapshot_restore_clone(&mut driver, &root).await;
+/// Each behaviour as two tests: `plain_directory::<behaviour>` and
+/// `reflink_xfs::<behaviour>`.
+macro_rules! on_both_roots {
+    ($($behaviour:ident),* $(,)?) => {
+        mod plain_directory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    require!(require_root());
+                    super::$behaviour(Lab::plain_directory()).await;
+                }
+            )*
+        }
+        mod reflink_xfs {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    require!(require_loop_xfs());
+                    super::$behaviour(Lab::reflink_xfs()).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn snapshot_restore_clone_on_reflink_xfs() {
-    require!(require_loop_xfs());
-    let fs = cairn_harness::LoopFs::xfs_reflink(512).unwrap();
-    let root = fs.path().to_path_buf();
-    let mut driver = TestDriver::start_with(&["--local-root", root.to_str().unwrap()]);
-    snapshot_restore_clone(&mut driver, &root).await;
-    drop(driver);
-}
+on_both_roots!(
+    a_snapshot_is_ready_at_once_and_names_its_source,
+    create_snapshot_repeats_on_its_name_and_refuses_conflicts_and_bad_ids,
+    a_restored_volume_holds_the_snapshots_content_not_later_writes,
+    restoring_again_returns_the_same_volume_and_another_source_conflicts,
+    a_clone_holds_its_source_volume_as_it_is_now,
+    restores_too_small_from_nothing_or_from_another_node_are_refused,
+    list_snapshots_pages_filters_and_refuses_bad_tokens,
+    get_snapshot_finds_a_snapshot_by_id_and_not_a_missing_one,
+    a_snapshot_outlives_its_source_volume,
+    snapshots_survive_a_driver_restart,
+    deleting_snapshots_is_idempotent_and_ids_never_issued_touch_nothing,
+);
 
 // ---- the client ------------------------------------------------------------
 
