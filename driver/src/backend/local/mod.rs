@@ -560,21 +560,12 @@ impl LocalBackend {
             check_compatible(request, &existing, None)?;
             return Ok(self.to_volume(key, existing));
         }
-        let block = request.access == AccessKind::Block;
-        if !block {
-            self.enforcement.check_create()?;
-        }
-        let space = ledger::Space::of(&self.statvfs()?);
+        let space = self.space_for(request.access)?;
         let mut capacity = request.capacity.choose(self.default_size, space.size)?;
-        if block {
+        if request.access == AccessKind::Block {
             capacity = block::capacity(capacity, &request.capacity)?;
         }
-        self.ledger.reserve(
-            capacity,
-            space,
-            &format!("volume {:?}", request.name.as_str()),
-        )?;
-        let mut meta = Meta {
+        let meta = Meta {
             name: request.name.as_str().to_string(),
             capacity_bytes: capacity,
             parameters: request.parameters.clone(),
@@ -582,14 +573,40 @@ impl LocalBackend {
             source: None,
             project_id: None,
         };
-        if let Err(e) = self.make(&key, &mut meta, None) {
+        self.provision(&key, meta, space, None)
+    }
+
+    /// The space a new volume is provisioned from, after refusing one
+    /// whose size could not be enforced (a block volume's file is its own
+    /// limit: no quota involved).
+    fn space_for(&self, access: AccessKind) -> Result<ledger::Space> {
+        if access != AccessKind::Block {
+            self.enforcement.check_create()?;
+        }
+        Ok(ledger::Space::of(&self.statvfs()?))
+    }
+
+    /// What every new volume goes through, created, restored or cloned:
+    /// its size reserved, the volume made whole ([`Self::make`], filled by
+    /// `fill`), the reservation given back if that fails.
+    fn provision(
+        &self,
+        key: &VolumeKey,
+        mut meta: Meta,
+        space: ledger::Space,
+        fill: Option<Fill>,
+    ) -> Result<Volume> {
+        let capacity = meta.capacity_bytes;
+        self.ledger
+            .reserve(capacity, space, &format!("volume {:?}", meta.name))?;
+        if let Err(e) = self.make(key, &mut meta, fill) {
             self.ledger.release(capacity);
             return Err(e);
         }
-        if !block {
-            self.enforcement.warn_unenforced(&key, capacity);
+        if meta.access_type != AccessKind::Block {
+            self.enforcement.warn_unenforced(key, capacity);
         }
-        Ok(self.to_volume(key, meta))
+        Ok(self.to_volume(key.clone(), meta))
     }
 
     /// DeleteVolume: refused while staged; the tree goes to the janitor.

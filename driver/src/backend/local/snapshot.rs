@@ -43,9 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use super::id::LocalSnapshotId;
 use super::jobs::{Job, Jobs};
-use super::{
-    check_compatible, check_parameters, keys_in, ledger, LocalBackend, Meta, DATA_DIR, META_FILE,
-};
+use super::{check_compatible, check_parameters, keys_in, LocalBackend, Meta, DATA_DIR, META_FILE};
 use crate::backend::{NewVolume, Snapshot, SnapshotPage, Volume};
 use crate::capability::AccessKind;
 use crate::copy::{self, CopyStats};
@@ -661,25 +659,9 @@ impl LocalBackend {
             log_copy("restore", &what, &stats, started, copied);
             Ok(())
         };
-        // Sized and enforced like any new volume (a block volume's file is
-        // its limit: no quota involved).
-        let block = plan.meta.access_type == AccessKind::Block;
-        if !block {
-            self.enforcement.check_create()?;
-        }
-        let space = ledger::Space::of(&self.statvfs()?);
-        let capacity = plan.meta.capacity_bytes;
-        let what = format!("volume {:?}", plan.meta.name);
-        self.ledger.reserve(capacity, space, &what)?;
-        let mut meta = plan.meta.clone();
-        if let Err(e) = self.make(&plan.key, &mut meta, Some(&fill)) {
-            self.ledger.release(capacity);
-            return Err(e);
-        }
-        if !block {
-            self.enforcement.warn_unenforced(&plan.key, capacity);
-        }
-        Ok(self.to_volume(plan.key.clone(), meta))
+        // Sized and enforced like any new volume.
+        let space = self.space_for(plan.meta.access_type)?;
+        self.provision(&plan.key, plan.meta.clone(), space, Some(&fill))
     }
 
     /// CreateSnapshot: the snapshot, a running copy joined, or a new copy
