@@ -1054,11 +1054,13 @@ mod tests {
     use crate::capacity::Range;
     use crate::ids::VolumeName;
 
-    fn backend(root: &Path) -> LocalBackend {
+    /// A backend on `root` for node-a (shared with the snapshot tests).
+    pub(in crate::backend::local) fn backend(root: &Path) -> LocalBackend {
         LocalBackend::open(NodeId::parse("node-a").unwrap(), root, 1 << 20).unwrap()
     }
 
-    fn request(name: &str, required: u64) -> NewVolume {
+    /// A mount volume of `required` bytes named `name`.
+    pub(in crate::backend::local) fn request(name: &str, required: u64) -> NewVolume {
         NewVolume {
             name: VolumeName::parse(name).unwrap(),
             capacity: Range {

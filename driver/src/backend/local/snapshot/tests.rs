@@ -1,24 +1,9 @@
-use std::collections::BTreeMap;
-
 use super::*;
-use crate::capacity::Range;
-use crate::ids::NodeId;
+
+use crate::backend::local::tests::request;
 
 fn backend(root: &Path) -> Arc<LocalBackend> {
-    Arc::new(LocalBackend::open(NodeId::parse("node-a").unwrap(), root, 1 << 20).unwrap())
-}
-
-fn request(name: &str, required: u64) -> NewVolume {
-    NewVolume {
-        name: VolumeName::parse(name).unwrap(),
-        capacity: Range {
-            required,
-            limit: None,
-        },
-        parameters: BTreeMap::new(),
-        mount_flags: Vec::new(),
-        access: AccessKind::Mount,
-    }
+    Arc::new(crate::backend::local::tests::backend(root))
 }
 
 fn name(n: &str) -> VolumeName {
