@@ -4,7 +4,6 @@ use cairn_proto::v1::volume_capability::{access_mode::Mode, AccessType};
 use cairn_proto::v1::VolumeCapability;
 
 use crate::error::Error;
-use crate::mount::BindFlags;
 
 /// How a volume is consumed: a mounted filesystem or a raw block device.
 /// Recorded with a volume; records from before block support are mounts.
@@ -78,44 +77,6 @@ pub fn check_one_well_formed(cap: &VolumeCapability, field: &str) -> Result<(), 
     }
 }
 
-/// Whether a local (node-local directory) volume can serve `cap`.
-/// The caller has already checked that `cap` is well formed.
-pub fn local_supports(cap: &VolumeCapability) -> Result<(), Unsupported> {
-    let mode = cap.access_mode.as_ref().map_or(Mode::Unknown, |m| m.mode());
-    match mode {
-        Mode::SingleNodeWriter
-        | Mode::SingleNodeReaderOnly
-        | Mode::SingleNodeSingleWriter
-        | Mode::SingleNodeMultiWriter => {}
-        other => {
-            return Err(Unsupported(format!(
-                "access mode {} is not supported: local volumes live on one node",
-                other.as_str_name()
-            )))
-        }
-    }
-    match &cap.access_type {
-        Some(AccessType::Mount(mount)) => {
-            if !mount.fs_type.is_empty() {
-                return Err(Unsupported(format!(
-                    "fs_type {:?} is not supported: local volumes are directories, leave fs_type empty",
-                    mount.fs_type
-                )));
-            }
-            if !mount.volume_mount_group.is_empty() {
-                return Err(Unsupported(
-                    "volume_mount_group is not supported (no VOLUME_MOUNT_GROUP capability)".into(),
-                ));
-            }
-            BindFlags::parse(&mount.mount_flags).map_err(Unsupported)?;
-            Ok(())
-        }
-        // A sparse file attached to a loop device (backend/local/block.rs).
-        Some(AccessType::Block(_)) => Ok(()),
-        None => Err(Unsupported("access_type is required".into())),
-    }
-}
-
 /// Whether the access mode only allows reading.
 pub fn is_read_only_mode(cap: &VolumeCapability) -> bool {
     matches!(
@@ -132,19 +93,20 @@ pub fn mount_flags(cap: &VolumeCapability) -> &[String] {
     }
 }
 
+/// Capabilities for unit tests, here and in the backends.
 #[cfg(test)]
-mod tests {
+pub mod test_caps {
     use super::*;
     use cairn_proto::v1::volume_capability::{AccessMode, BlockVolume, MountVolume};
 
-    fn cap(mode: Mode, access: Option<AccessType>) -> VolumeCapability {
+    pub fn cap(mode: Mode, access: Option<AccessType>) -> VolumeCapability {
         VolumeCapability {
             access_type: access,
             access_mode: Some(AccessMode { mode: mode as i32 }),
         }
     }
 
-    fn mount(fs: &str, flags: &[&str]) -> Option<AccessType> {
+    pub fn mount(fs: &str, flags: &[&str]) -> Option<AccessType> {
         Some(AccessType::Mount(MountVolume {
             fs_type: fs.into(),
             mount_flags: flags.iter().map(|s| s.to_string()).collect(),
@@ -152,40 +114,15 @@ mod tests {
         }))
     }
 
-    #[test]
-    fn single_node_mount_is_supported() {
-        for mode in [
-            Mode::SingleNodeWriter,
-            Mode::SingleNodeReaderOnly,
-            Mode::SingleNodeSingleWriter,
-            Mode::SingleNodeMultiWriter,
-        ] {
-            assert_eq!(local_supports(&cap(mode, mount("", &["noatime"]))), Ok(()));
-        }
-    }
-
-    fn block() -> Option<AccessType> {
+    pub fn block() -> Option<AccessType> {
         Some(AccessType::Block(BlockVolume {}))
     }
+}
 
-    #[test]
-    fn single_node_block_is_supported_multi_node_is_not() {
-        for mode in [
-            Mode::SingleNodeWriter,
-            Mode::SingleNodeReaderOnly,
-            Mode::SingleNodeSingleWriter,
-            Mode::SingleNodeMultiWriter,
-        ] {
-            assert_eq!(local_supports(&cap(mode, block())), Ok(()));
-        }
-        for mode in [
-            Mode::MultiNodeMultiWriter,
-            Mode::MultiNodeSingleWriter,
-            Mode::MultiNodeReaderOnly,
-        ] {
-            assert!(local_supports(&cap(mode, block())).is_err());
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::test_caps::{block, cap, mount};
+    use super::*;
 
     #[test]
     fn a_request_is_mount_or_block_never_both() {
@@ -205,14 +142,6 @@ mod tests {
         ));
         let json = serde_json::to_string(&AccessKind::Block).unwrap();
         assert_eq!(json, "\"block\"");
-    }
-
-    #[test]
-    fn multi_node_fs_type_and_odd_flags_are_not() {
-        assert!(local_supports(&cap(Mode::MultiNodeMultiWriter, mount("", &[]))).is_err());
-        assert!(local_supports(&cap(Mode::MultiNodeReaderOnly, mount("", &[]))).is_err());
-        assert!(local_supports(&cap(Mode::SingleNodeWriter, mount("ext4", &[]))).is_err());
-        assert!(local_supports(&cap(Mode::SingleNodeWriter, mount("", &["uid=0"]))).is_err());
     }
 
     #[test]

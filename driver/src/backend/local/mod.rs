@@ -22,6 +22,7 @@ mod in_use;
 mod janitor;
 mod ledger;
 mod sizing;
+mod supports;
 
 pub use enforce::UnenforcedCapacity;
 
@@ -708,7 +709,7 @@ impl LocalBackend {
             .read_meta(&local.key)?
             .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
         Ok(caps.iter().find_map(|cap| {
-            if let Err(unsupported) = capability::local_supports(cap) {
+            if let Err(unsupported) = supports::supports(cap) {
                 return Some(unsupported);
             }
             let asked = capability::access_kind(cap);
@@ -743,7 +744,7 @@ impl Backend for LocalBackend {
     }
 
     fn supports(&self, capability: &VolumeCapability) -> Result<(), Unsupported> {
-        capability::local_supports(capability)
+        supports::supports(capability)
     }
 
     fn volume_id_for(&self, request: &NewVolume) -> Result<VolumeId> {
