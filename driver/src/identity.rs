@@ -10,7 +10,7 @@ use cairn_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::driver::Driver;
-use crate::rpc::{blocking, observe};
+use crate::rpc::{node_work, observe};
 
 pub struct IdentityService(pub Arc<Driver>);
 
@@ -70,9 +70,11 @@ impl Identity for IdentityService {
         let backends = self.0.backends.clone();
         observe("Probe", "", async move {
             // Each backend's own cheap check (one stat of the local root),
-            // off the runtime. NFS servers are not probed: a slow server
-            // must not make the kubelet restart the driver.
-            let ready = blocking(move || Ok(backends.ready())).await?;
+            // on the runtime's thread when nothing else is in flight, like
+            // other short local work (`node_work`). NFS servers are not
+            // probed: a slow server must not make the kubelet restart the
+            // driver.
+            let ready = node_work(true, move || Ok(backends.ready())).await?;
             if let Err(e) = &ready {
                 tracing::warn!(error = %e, "not ready");
             }

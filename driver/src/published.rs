@@ -29,13 +29,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::ids::VolumeId;
 use crate::json_record;
 use crate::record_dir::{name_of, name_of_path, RecordDir};
 
 /// One publication of a volume at a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publication {
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     pub target: PathBuf,
     pub read_only: bool,
     /// The CSI access mode (`AccessMode.Mode` as a number).
@@ -77,10 +78,10 @@ impl PublishedRecords {
     }
 
     /// The targets `volume_id` was recorded at, stale ones included.
-    fn index_of(&self, volume_id: &str) -> Result<Vec<PathBuf>> {
+    fn index_of(&self, volume_id: &VolumeId) -> Result<Vec<PathBuf>> {
         Ok(self
             .volumes()
-            .read(&name_of(volume_id))?
+            .read(&name_of(volume_id.to_string()))?
             .and_then(|bytes| {
                 json_record::decode(&bytes, "publication index", volume_id)
                     .inspect_err(
@@ -91,8 +92,8 @@ impl PublishedRecords {
             .unwrap_or_default())
     }
 
-    fn write_index(&self, volume_id: &str, targets: &[PathBuf]) -> Result<()> {
-        let name = name_of(volume_id);
+    fn write_index(&self, volume_id: &VolumeId, targets: &[PathBuf]) -> Result<()> {
+        let name = name_of(volume_id.to_string());
         if targets.is_empty() {
             return self.volumes().remove(&name);
         }
@@ -124,10 +125,10 @@ impl PublishedRecords {
 
     /// Every publication recorded for the volume `volume_id`: its index,
     /// and one record per target in it that still names this volume.
-    pub fn of_volume(&self, volume_id: &str) -> Result<Vec<Publication>> {
+    pub fn of_volume(&self, volume_id: &VolumeId) -> Result<Vec<Publication>> {
         let mut found = Vec::new();
         for target in self.index_of(volume_id)? {
-            if let Some(publication) = self.at(&target)?.filter(|p| p.volume_id == volume_id) {
+            if let Some(publication) = self.at(&target)?.filter(|p| p.volume_id == *volume_id) {
                 found.push(publication);
             }
         }
@@ -137,8 +138,8 @@ impl PublishedRecords {
     /// Forgets the publication of `volume_id` at `target`. The target's
     /// record goes only if it still names this volume. The caller holds
     /// the volume's lock.
-    pub fn forget(&self, volume_id: &str, target: &Path) -> Result<()> {
-        if self.at(target)?.is_some_and(|p| p.volume_id == volume_id) {
+    pub fn forget(&self, volume_id: &VolumeId, target: &Path) -> Result<()> {
+        if self.at(target)?.is_some_and(|p| p.volume_id == *volume_id) {
             self.targets().remove(&name_of_path(target))?;
         }
         let mut index = self.index_of(volume_id)?;
@@ -170,9 +171,13 @@ fn decode(bytes: &[u8]) -> Option<Publication> {
 mod tests {
     use super::*;
 
+    fn id(text: &str) -> VolumeId {
+        VolumeId::parse(text).unwrap()
+    }
+
     fn publication(volume_id: &str, target: &str) -> Publication {
         Publication {
-            volume_id: volume_id.into(),
+            volume_id: id(volume_id),
             target: target.into(),
             read_only: false,
             mode: 7,
@@ -184,7 +189,7 @@ mod tests {
     fn record_lookup_list_forget() {
         let dir = tempfile::tempdir().unwrap();
         let records = PublishedRecords::open(dir.path().join("published")).unwrap();
-        let id = "local:n:pvc-1";
+        let volume = id("local:n:pvc-1");
         let a = publication("local:n:pvc-1", "/k/pods/a/mount");
         let b = publication("local:n:pvc-1", "/k/pods/b/mount");
         assert_eq!(records.at(&a.target).unwrap(), None);
@@ -192,15 +197,15 @@ mod tests {
         records.record(&a).unwrap();
         records.record(&b).unwrap();
         assert_eq!(records.at(&a.target).unwrap(), Some(a.clone()));
-        let mut listed = records.of_volume(id).unwrap();
+        let mut listed = records.of_volume(&volume).unwrap();
         listed.sort_by(|x, y| x.target.cmp(&y.target));
         assert_eq!(listed, vec![a.clone(), b.clone()]);
         records.forget(&a.volume_id, &a.target).unwrap();
         records.forget(&a.volume_id, &a.target).unwrap();
         assert_eq!(records.at(&a.target).unwrap(), None);
-        assert_eq!(records.of_volume(id).unwrap(), vec![b.clone()]);
+        assert_eq!(records.of_volume(&volume).unwrap(), vec![b.clone()]);
         records.forget(&b.volume_id, &b.target).unwrap();
-        assert!(records.of_volume(id).unwrap().is_empty());
+        assert!(records.of_volume(&volume).unwrap().is_empty());
     }
 
     #[test]
@@ -213,10 +218,13 @@ mod tests {
         // a's publication went stale (no mount) and b took the target.
         records.drop_at(&a.target).unwrap();
         records.record(&b).unwrap();
-        assert!(records.of_volume("local:n:a").unwrap().is_empty());
-        assert_eq!(records.of_volume("local:n:b").unwrap(), vec![b.clone()]);
+        assert!(records.of_volume(&id("local:n:a")).unwrap().is_empty());
+        assert_eq!(
+            records.of_volume(&id("local:n:b")).unwrap(),
+            vec![b.clone()]
+        );
         // Forgetting a there neither removes b's record nor fails.
-        records.forget("local:n:a", &a.target).unwrap();
+        records.forget(&id("local:n:a"), &a.target).unwrap();
         assert_eq!(records.at(&b.target).unwrap(), Some(b));
         let index = std::fs::read_dir(dir.path().join("published/volumes"))
             .unwrap()
@@ -230,13 +238,13 @@ mod tests {
         let records = PublishedRecords::open(dir.path().join("published")).unwrap();
         let a = publication("local:n:a", "/k/pods/x/mount");
         records.record(&a).unwrap();
-        records.forget("local:n:b", &a.target).unwrap();
+        records.forget(&id("local:n:b"), &a.target).unwrap();
         assert_eq!(records.at(&a.target).unwrap(), Some(a));
     }
 
     #[test]
     fn same_as_compares_what_a_repeat_must_match() {
-        let a = publication("v", "/t");
+        let a = publication("local:n:v", "/t");
         assert!(a.same_as(&a.clone()));
         assert!(!a.same_as(&Publication {
             read_only: true,
@@ -247,7 +255,7 @@ mod tests {
             ..a.clone()
         }));
         assert!(!a.same_as(&Publication {
-            volume_id: "w".into(),
+            volume_id: id("local:n:w"),
             ..a.clone()
         }));
     }

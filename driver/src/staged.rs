@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::VolumeId;
 use crate::record_dir::{name_of_path, RecordDir};
 
@@ -34,12 +34,19 @@ impl StagedRecords {
             .write(&name_of_path(staging), id.to_string().as_bytes())
     }
 
-    /// The volume id recorded for `staging`, if any.
-    pub fn lookup(&self, staging: &Path) -> Result<Option<String>> {
-        Ok(self
-            .records
-            .read(&name_of_path(staging))?
-            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    /// The volume recorded at `staging`, if any. A record naming no
+    /// volume id was not written by Cairn whole: Internal.
+    pub fn lookup(&self, staging: &Path) -> Result<Option<VolumeId>> {
+        let Some(bytes) = self.records.read(&name_of_path(staging))? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        VolumeId::parse(&text).map(Some).map_err(|e| {
+            Error::Internal(format!(
+                "the staging record of {} is corrupt: {e}",
+                staging.display()
+            ))
+        })
     }
 
     pub fn forget(&self, staging: &Path) -> Result<()> {
@@ -60,10 +67,7 @@ mod tests {
         assert_eq!(records.lookup(staging).unwrap(), None);
         records.record(staging, &id).unwrap();
         records.record(staging, &id).unwrap();
-        assert_eq!(
-            records.lookup(staging).unwrap().as_deref(),
-            Some("nfs:d:2049:h#/e#pvc-1")
-        );
+        assert_eq!(records.lookup(staging).unwrap(), Some(id));
         records.forget(staging).unwrap();
         records.forget(staging).unwrap();
         assert_eq!(records.lookup(staging).unwrap(), None);

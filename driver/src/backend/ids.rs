@@ -89,6 +89,21 @@ impl VolumeId {
     }
 }
 
+/// Records keep a volume id as its text; one that does not parse is no
+/// record of a volume (the record is unreadable).
+impl serde::Serialize for VolumeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for VolumeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        VolumeId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -136,7 +136,7 @@ impl NodeContext {
         }
         let state = self.mount_point_dir(&staging)?;
         if let Some(other) = self.staged.lookup(&staging)? {
-            if other != id.to_string() && state.is_some_and(|s| s.is_mount_root) {
+            if other != *id && state.is_some_and(|s| s.is_mount_root) {
                 return Err(Error::AlreadyExists(format!(
                     "{} already holds volume {other}; volume {id} cannot be staged there",
                     staging.display()
@@ -160,7 +160,7 @@ impl NodeContext {
         if let Some(real) = self.resolve_existing(staging)? {
             if let Some(other) = self.staged.lookup(&real)? {
                 let mounted = self.is_mount_root(&real)?;
-                if other != id.to_string() && mounted {
+                if other != *id && mounted {
                     return Err(Error::FailedPrecondition(format!(
                         "{} holds volume {other}, not {id}; left as it is",
                         real.display()
@@ -189,7 +189,7 @@ impl NodeContext {
             .resolve(&request.staging, false)
             .map_err(|e| not_staged(id, e))?;
         if let Some(other) = self.staged.lookup(&staging)? {
-            if other != id.to_string() {
+            if other != *id {
                 return Err(Error::NotFound(format!(
                     "volume {id} is not staged at {}: volume {other} is",
                     staging.display()
@@ -204,7 +204,7 @@ impl NodeContext {
             )));
         }
         let wanted = Publication {
-            volume_id: id.to_string(),
+            volume_id: id.clone(),
             target: target.clone(),
             read_only: flags.is_read_only(),
             mode: request.mode,
@@ -271,8 +271,7 @@ impl NodeContext {
                 .map_err(Error::io("unmount", &real))?;
             self.remove_target(id, &real)?;
         }
-        self.published
-            .forget(&id.to_string(), &self.kubelet.lexical(target))
+        self.published.forget(id, &self.kubelet.lexical(target))
     }
 
     /// Binds the staged volume at the target; a mount already there is this
@@ -343,7 +342,7 @@ impl NodeContext {
             )));
         }
         if let Some(there) = self.published.at(target)? {
-            if there.volume_id != id.to_string() && self.is_live(&there)? {
+            if there.volume_id != *id && self.is_live(&there)? {
                 return Err(Error::FailedPrecondition(format!(
                     "{} holds volume {}, not {id}; left as it is",
                     target.display(),

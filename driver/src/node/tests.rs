@@ -273,7 +273,7 @@ impl TestNode {
         self.fake.binds_at(&self.real(relative)).len()
     }
 
-    fn recorded_at(&self, relative: &str) -> Option<String> {
+    fn recorded_at(&self, relative: &str) -> Option<VolumeId> {
         let publication = self.ctx.published.at(&self.real(relative)).unwrap();
         publication.map(|p| p.volume_id)
     }
@@ -298,7 +298,7 @@ fn stage_repeated_succeeds_and_binds_once() {
     assert_eq!(n.binds_at(&staging_of("pvc-a")), 1);
     assert_eq!(
         n.ctx.staged.lookup(&n.real(&staging_of("pvc-a"))).unwrap(),
-        Some(id.to_string())
+        Some(id.clone())
     );
 }
 
@@ -321,7 +321,7 @@ fn stage_over_a_stale_record_of_another_volume_succeeds() {
     n.stage(&b, &staging).unwrap();
     assert_eq!(
         n.ctx.staged.lookup(&n.real(&staging)).unwrap(),
-        Some(b.to_string())
+        Some(b.clone())
     );
 }
 
@@ -346,7 +346,7 @@ fn publish_repeated_succeeds_and_binds_once() {
     n.publish(&id, &staging, &target).unwrap();
     n.publish(&id, &staging, &target).unwrap();
     assert_eq!(n.binds_at(&target), 1);
-    assert_eq!(n.recorded_at(&target), Some(id.to_string()));
+    assert_eq!(n.recorded_at(&target), Some(id.clone()));
 }
 
 #[test]
@@ -413,7 +413,7 @@ fn publish_at_a_target_holding_another_volume_is_already_exists() {
         Code::AlreadyExists
     );
     assert_eq!(n.binds_at(&target), 1);
-    assert_eq!(n.recorded_at(&target), Some(a.to_string()));
+    assert_eq!(n.recorded_at(&target), Some(a.clone()));
 }
 
 #[test]
@@ -495,7 +495,7 @@ fn a_multi_writer_volume_is_published_at_two_targets() {
     n.publish_as(&id, &staging, &first, &multi, false).unwrap();
     n.publish_as(&id, &staging, &second, &multi, false).unwrap();
     assert_eq!((n.binds_at(&first), n.binds_at(&second)), (1, 1));
-    assert_eq!(n.ctx.published.of_volume(&id.to_string()).unwrap().len(), 2);
+    assert_eq!(n.ctx.published.of_volume(&id).unwrap().len(), 2);
 }
 
 #[test]
@@ -510,7 +510,7 @@ fn a_single_writer_volume_moves_to_a_second_target_once_the_first_mount_is_gone(
     n.publish_as(&id, &staging, &second, &snsw, false).unwrap();
     // The stale record of the first target was dropped on the way.
     assert_eq!(n.recorded_at(&first), None);
-    assert_eq!(n.recorded_at(&second), Some(id.to_string()));
+    assert_eq!(n.recorded_at(&second), Some(id.clone()));
 }
 
 // Publish: read-only.
@@ -573,7 +573,7 @@ fn a_failed_bind_leaves_no_record_and_the_retry_binds() {
     n.publish(&id, &staging, &target).unwrap();
     assert_eq!(n.binds_at(&target), 2, "the failed one and the retry");
     assert_eq!(n.fake.mounts_at(&n.real(&target)), 1);
-    assert_eq!(n.recorded_at(&target), Some(id.to_string()));
+    assert_eq!(n.recorded_at(&target), Some(id.clone()));
 }
 
 // Unpublish.
@@ -632,7 +632,7 @@ fn unpublish_of_another_volumes_target_is_refused_and_leaves_it() {
     n.publish(&a, &staging, &target).unwrap();
     assert_eq!(code(n.unpublish(&b, &target)), Code::FailedPrecondition);
     assert_eq!(n.fake.mounts_at(&n.real(&target)), 1);
-    assert_eq!(n.recorded_at(&target), Some(a.to_string()));
+    assert_eq!(n.recorded_at(&target), Some(a.clone()));
 }
 
 #[test]
@@ -671,7 +671,7 @@ fn unstage_of_a_path_holding_another_volume_is_failed_precondition() {
     assert_eq!(n.fake.mounts_at(&n.real(&staging)), 1);
     assert_eq!(
         n.ctx.staged.lookup(&n.real(&staging)).unwrap(),
-        Some(a.to_string())
+        Some(a.clone())
     );
     assert!(n.backend.unstaged.lock().unwrap().is_empty());
 }
