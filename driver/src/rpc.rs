@@ -141,7 +141,8 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(Error::from)?
 }
 
-/// Runs a node call's filesystem and mount work. Work that touches only
+/// Runs a call's short filesystem and mount work: node calls, and local
+/// CreateVolume, DeleteVolume and Probe. Work that touches only
 /// this node's own disks and kernel (`local`) runs right here, on the
 /// runtime's one thread, when it is the only call being served: it is a
 /// few dozen syscalls, tens of microseconds, and handing it to the

@@ -4,11 +4,13 @@
 //! call these; they never touch storage themselves and never ask which
 //! backend they hold. The trait is the only way in.
 //!
-//! The synchronous methods may block on I/O: call them off the async
-//! runtime (see `rpc::blocking`; short local node work may run inline,
-//! `rpc::node_work`). The `async` ones (snapshots, restores and clones,
-//! which wait on copies that outlive their call) put their own blocking
-//! work on the pool.
+//! Controller calls are `async`: they may wait on a server (NFS awaits
+//! its userspace client on the runtime) or on a copy that outlives its
+//! call, and a backend whose work is blocking filesystem calls runs it on
+//! the pool itself (`rpc::blocking`, or `rpc::node_work` for short work).
+//! Node calls are synchronous syscalls the node adapter runs through
+//! `rpc::node_work`; the cheap questions (`kind`, `supports`, ids) never
+//! block.
 
 pub mod ids;
 pub mod local;
