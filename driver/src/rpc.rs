@@ -141,8 +141,11 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(Error::from)?
 }
 
-/// Runs a call's short filesystem and mount work: node calls, and local
-/// CreateVolume, DeleteVolume and Probe. Work that touches only
+/// Runs a call's short filesystem and mount work: node calls and Probe.
+/// (Not local CreateVolume and DeleteVolume: their flushes, run here while
+/// the call was alone, held up the other calls that arrived meanwhile —
+/// 8 workers measured 518 lifecycles/s against 730–830 through the pool.)
+/// Work that touches only
 /// this node's own disks and kernel (`local`) runs right here, on the
 /// runtime's one thread, when it is the only call being served: it is a
 /// few dozen syscalls, tens of microseconds, and handing it to the

@@ -7,7 +7,7 @@
 //! Controller calls are `async`: they may wait on a server (NFS awaits
 //! its userspace client on the runtime) or on a copy that outlives its
 //! call, and a backend whose work is blocking filesystem calls runs it on
-//! the pool itself (`rpc::blocking`, or `rpc::node_work` for short work).
+//! the pool itself (`rpc::blocking`).
 //! Node calls are synchronous syscalls the node adapter runs through
 //! `rpc::node_work`; the cheap questions (`kind`, `supports`, ids) never
 //! block.

@@ -58,7 +58,7 @@ use crate::ids::{ContentSource, NodeId, SnapshotId, VolumeId, VolumeKey, VolumeN
 use crate::json_record;
 use crate::mount::{self, BindFlags, MountCounts, PathState};
 use crate::page_token;
-use crate::rpc::{blocking, node_work};
+use crate::rpc::blocking;
 use id::LocalVolumeId;
 use snapshot::Copies;
 
@@ -751,16 +751,12 @@ impl Backend for LocalBackend {
         Ok(VolumeId::local(self.node.clone(), request.name.key()))
     }
 
-    /// Alone in flight, on the runtime's thread (`node_work`): the hand-off
-    /// to the pool and back cost more than the directory work, and the
-    /// flushes that follow stall no other call.
     async fn create(self: Arc<Self>, request: NewVolume) -> Result<Volume> {
-        node_work(true, move || self.create_volume(&request)).await
+        blocking(move || self.create_volume(&request)).await
     }
 
-    /// As `create`: alone in flight, inline.
     async fn delete(self: Arc<Self>, id: VolumeId) -> Result<()> {
-        node_work(true, move || self.delete_volume(&id)).await
+        blocking(move || self.delete_volume(&id)).await
     }
 
     async fn get(self: Arc<Self>, id: VolumeId) -> Result<Option<Volume>> {
