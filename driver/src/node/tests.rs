@@ -143,6 +143,13 @@ struct TestNode {
     backend: FakeBackend,
 }
 
+/// A node with volume pvc-a staged at its staging path.
+fn with_pvc_a_staged() -> (TestNode, VolumeId, String) {
+    let n = node();
+    let (id, staging) = n.staged_volume("pvc-a");
+    (n, id, staging)
+}
+
 fn node() -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("kubelet")).unwrap();
@@ -340,8 +347,7 @@ fn stage_at_a_live_publish_target_is_already_exists() {
 
 #[test]
 fn publish_repeated_succeeds_and_binds_once() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     n.publish(&id, &staging, &target).unwrap();
     n.publish(&id, &staging, &target).unwrap();
@@ -362,8 +368,7 @@ fn publish_of_a_volume_never_staged_is_failed_precondition() {
 
 #[test]
 fn publish_after_the_staging_mount_went_is_failed_precondition_and_records_nothing() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     n.fake.unmount_behind(&n.real(&staging));
     let target = target_of("pod-1", "pvc-a");
     assert_eq!(
@@ -418,8 +423,7 @@ fn publish_at_a_target_holding_another_volume_is_already_exists() {
 
 #[test]
 fn publish_at_a_target_with_an_unrecorded_mount_is_already_exists() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     let other = PathBuf::from("/fake/elsewhere");
     n.fake.add_dir(&other);
@@ -434,8 +438,7 @@ fn publish_at_a_target_with_an_unrecorded_mount_is_already_exists() {
 
 #[test]
 fn publish_again_with_the_other_read_only_flag_is_already_exists() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     let cap = capability(Mode::SingleNodeWriter);
     n.publish_as(&id, &staging, &target, &cap, false).unwrap();
@@ -446,8 +449,7 @@ fn publish_again_with_the_other_read_only_flag_is_already_exists() {
 
 #[test]
 fn publish_again_with_another_access_mode_is_already_exists() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     let multi = capability(Mode::MultiNodeMultiWriter);
     n.publish_as(&id, &staging, &target, &multi, false).unwrap();
@@ -458,8 +460,7 @@ fn publish_again_with_another_access_mode_is_already_exists() {
 
 #[test]
 fn publish_on_a_file_target_is_failed_precondition_and_records_nothing() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     n.fake.add_file(&n.real(&target));
     assert_eq!(
@@ -473,8 +474,7 @@ fn publish_on_a_file_target_is_failed_precondition_and_records_nothing() {
 
 #[test]
 fn a_single_writer_volume_at_a_second_target_is_failed_precondition() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let snsw = capability(Mode::SingleNodeSingleWriter);
     let first = target_of("pod-1", "pvc-a");
     let second = target_of("pod-2", "pvc-a");
@@ -487,8 +487,7 @@ fn a_single_writer_volume_at_a_second_target_is_failed_precondition() {
 
 #[test]
 fn a_multi_writer_volume_is_published_at_two_targets() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let multi = capability(Mode::SingleNodeMultiWriter);
     let first = target_of("pod-1", "pvc-a");
     let second = target_of("pod-2", "pvc-a");
@@ -500,8 +499,7 @@ fn a_multi_writer_volume_is_published_at_two_targets() {
 
 #[test]
 fn a_single_writer_volume_moves_to_a_second_target_once_the_first_mount_is_gone() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let snsw = capability(Mode::SingleNodeSingleWriter);
     let first = target_of("pod-1", "pvc-a");
     let second = target_of("pod-2", "pvc-a");
@@ -517,8 +515,7 @@ fn a_single_writer_volume_moves_to_a_second_target_once_the_first_mount_is_gone(
 
 #[test]
 fn a_reader_only_access_mode_binds_read_only_without_the_readonly_flag() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     let reader = capability(Mode::MultiNodeReaderOnly);
     n.publish_as(&id, &staging, &target, &reader, false)
@@ -542,8 +539,7 @@ fn a_reader_only_access_mode_binds_read_only_without_the_readonly_flag() {
 
 #[test]
 fn the_readonly_flag_binds_read_only_and_a_writer_mode_alone_does_not() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let cap = capability(Mode::SingleNodeMultiWriter);
     let ro = target_of("pod-1", "pvc-a");
     let rw = target_of("pod-2", "pvc-a");
@@ -561,8 +557,7 @@ fn the_readonly_flag_binds_read_only_and_a_writer_mode_alone_does_not() {
 
 #[test]
 fn a_failed_bind_leaves_no_record_and_the_retry_binds() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     n.fake.fail_next_bind(io::ErrorKind::PermissionDenied);
     assert!(matches!(
@@ -580,8 +575,7 @@ fn a_failed_bind_leaves_no_record_and_the_retry_binds() {
 
 #[test]
 fn unpublish_unmounts_removes_and_forgets_and_a_repeat_succeeds() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     n.publish(&id, &staging, &target).unwrap();
     n.unpublish(&id, &target).unwrap();
@@ -595,8 +589,7 @@ fn unpublish_unmounts_removes_and_forgets_and_a_repeat_succeeds() {
 
 #[test]
 fn unpublish_after_an_earlier_attempt_unmounted_succeeds() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     n.publish(&id, &staging, &target).unwrap();
     // The earlier attempt unmounted, then died before removing anything.
@@ -616,8 +609,7 @@ fn unpublish_of_a_target_whose_parents_are_gone_succeeds() {
 
 #[test]
 fn unpublish_of_a_staging_path_is_failed_precondition_and_leaves_it() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     assert_eq!(code(n.unpublish(&id, &staging)), Code::FailedPrecondition);
     assert_eq!(n.fake.mounts_at(&n.real(&staging)), 1);
     assert!(!n.fake.calls().contains(&Call::UnmountAll(n.real(&staging))));
@@ -637,8 +629,7 @@ fn unpublish_of_another_volumes_target_is_refused_and_leaves_it() {
 
 #[test]
 fn unpublish_leaves_a_target_holding_foreign_files_and_succeeds() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     let target = target_of("pod-1", "pvc-a");
     n.publish(&id, &staging, &target).unwrap();
     n.fake.add_foreign_file_in(&n.real(&target));
@@ -652,8 +643,7 @@ fn unpublish_leaves_a_target_holding_foreign_files_and_succeeds() {
 
 #[test]
 fn unstage_unmounts_forgets_and_a_repeat_succeeds() {
-    let n = node();
-    let (id, staging) = n.staged_volume("pvc-a");
+    let (n, id, staging) = with_pvc_a_staged();
     n.unstage(&id, &staging).unwrap();
     n.unstage(&id, &staging).unwrap();
     assert_eq!(n.fake.mounts_at(&n.real(&staging)), 0);
