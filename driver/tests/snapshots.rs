@@ -759,147 +759,293 @@ fn fill_heavy(data: &Path, files: usize, big: u64) {
     }
 }
 
-/// Same bytes in two files, compared a MiB at a time.
-fn assert_same_file(a: &Path, b: &Path) {
-    let (fa, fb) = (
-        std::fs::File::open(a).unwrap(),
-        std::fs::File::open(b).unwrap(),
-    );
+/// Same bytes in two files, compared a MiB at a time; `what` names the
+/// step and the copy in a failure.
+#[track_caller]
+fn assert_same_file(a: &Path, b: &Path, what: &str) {
+    let open = |p: &Path| {
+        std::fs::File::open(p).unwrap_or_else(|e| panic!("{what}: {}: {e}", p.display()))
+    };
+    let (fa, fb) = (open(a), open(b));
     let len = fa.metadata().unwrap().len();
-    assert_eq!(len, fb.metadata().unwrap().len());
+    assert_eq!(len, fb.metadata().unwrap().len(), "{what}: another size");
     let (mut ba, mut bb) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);
     let mut offset = 0;
     while offset < len {
         let n = rustix::io::pread(&fa, &mut ba, offset).unwrap();
-        assert_eq!(rustix::io::pread(&fb, &mut bb[..n], offset).unwrap(), n);
-        assert!(ba[..n] == bb[..n], "differ at {offset}");
+        assert_eq!(
+            rustix::io::pread(&fb, &mut bb[..n], offset).unwrap(),
+            n,
+            "{what}: short read at {offset}"
+        );
+        assert!(ba[..n] == bb[..n], "{what}: differ at {offset}");
         offset += n as u64;
     }
 }
 
-#[tokio::test]
-async fn kill9_during_a_full_copy_then_restart_and_retry() {
-    require!(require_root());
+/// A driver on a tmpfs root and one volume on it, heavy enough that a full
+/// copy outlasts the grace, a repeat, a listing, a refused restore and the
+/// kill on an idle machine (100,000 files and 512 MiB sometimes finished
+/// before the repeat). The driver drops before the tmpfs it serves.
+struct Heavy {
+    driver: TestDriver,
+    root: PathBuf,
+    volume: Volume,
+    data: PathBuf,
+    _fs: Tmpfs,
+}
+
+async fn heavy_volume_on_tmpfs() -> Heavy {
     let fs = Tmpfs::new();
     let root = fs.0.path().to_path_buf();
-    let mut driver = TestDriver::start_with(&["--local-root", root.to_str().unwrap()]);
+    let driver = TestDriver::start_with(&["--local-root", root.to_str().unwrap()]);
     let mut c = driver.controller().await;
-    let v = create(&mut c, create_request("heavy", GIB as i64)).await;
-    let data = data_of(&root, &v.volume_id);
-    // Heavy enough that the copy outlasts the grace, a repeat, a listing, a
-    // refused restore and the kill on an idle machine (100,000 files and
-    // 512 MiB sometimes finished before the repeat).
+    let volume = create(&mut c, create_request("heavy", GIB as i64)).await;
+    let data = data_of(&root, &volume.volume_id);
     fill_heavy(&data, 300_000, 1024 * MIB);
+    Heavy {
+        driver,
+        root,
+        volume,
+        data,
+        _fs: fs,
+    }
+}
 
-    let first = try_snapshot(&mut c, "snap-heavy", &v.volume_id)
+/// `assert_code`, naming the step and what the call should have done.
+#[track_caller]
+fn assert_code_at<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, step: &str) {
+    match result {
+        Ok(v) => panic!("{step}: expected {code:?}, got success: {v:?}"),
+        Err(status) => assert_eq!(status.code(), code, "{step}: message: {}", status.message()),
+    }
+}
+
+/// Neither tmp/ nor trash/ holds anything (waited for), `after` the step named.
+#[track_caller]
+fn assert_no_scratch_after(root: &Path, after: &str) {
+    for dir in ["tmp", "trash"] {
+        let left = left_in(root, dir);
+        assert!(
+            left.is_empty(),
+            "after {after}, {dir}/ still holds {left:?}"
+        );
+    }
+}
+
+/// CreateSnapshot starts a copy that is not ready at once; a repeat joins
+/// it (one scratch directory); it is listed, not ready, while it is made;
+/// a restore from it is refused until it is ready. Returns the first answer.
+async fn start_a_copy_slower_than_the_grace(c: &mut Controller, heavy: &Heavy) -> Snapshot {
+    let first = try_snapshot(c, "snap-heavy", &heavy.volume.volume_id)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("the first CreateSnapshot of the heavy volume failed: {e}"));
     assert!(
         !first.ready_to_use,
-        "the copy finished within the grace: make the volume heavier"
+        "the first CreateSnapshot: the copy finished within the grace: make the volume heavier"
     );
     // A repeat joins the running copy: still the same one scratch directory.
-    let scratch = running_copy(&root);
-    let second = try_snapshot(&mut c, "snap-heavy", &v.volume_id)
+    let scratch = running_copy(&heavy.root);
+    let second = try_snapshot(c, "snap-heavy", &heavy.volume.volume_id)
         .await
-        .unwrap();
-    assert!(!second.ready_to_use);
-    assert_eq!(second.creation_time, first.creation_time);
-    assert_eq!(entries(&root.join("tmp")), vec![scratch]);
+        .unwrap_or_else(|e| panic!("the repeated CreateSnapshot mid-copy failed: {e}"));
+    assert!(
+        !second.ready_to_use,
+        "the repeated CreateSnapshot mid-copy answered ready"
+    );
+    assert_eq!(
+        second.creation_time, first.creation_time,
+        "the repeated CreateSnapshot mid-copy has another creation time: it did not join the copy"
+    );
+    assert_eq!(
+        entries(&heavy.root.join("tmp")),
+        vec![scratch],
+        "the repeated CreateSnapshot mid-copy started a second copy instead of joining"
+    );
     // Listed (not ready) while it is made; never as ready.
     let listed = c
         .list_snapshots(ListSnapshotsRequest::default())
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("ListSnapshots mid-copy failed: {e}"))
         .into_inner();
-    assert_eq!(listed.entries.len(), 1);
-    assert!(!listed.entries[0].snapshot.as_ref().unwrap().ready_to_use);
+    assert_eq!(
+        listed.entries.len(),
+        1,
+        "ListSnapshots mid-copy does not list exactly the snapshot being made"
+    );
+    assert!(
+        !listed.entries[0].snapshot.as_ref().unwrap().ready_to_use,
+        "ListSnapshots mid-copy lists the snapshot being made as ready"
+    );
     // A restore from it must wait for it.
-    assert_code(
+    assert_code_at(
         c.create_volume(from("early", 0, snap_source(&first.snapshot_id)))
             .await,
         Code::FailedPrecondition,
+        "a restore from the snapshot mid-copy",
     );
+    first
+}
 
-    drop(c);
-    driver.kill9();
+/// kill -9 with the copy half done, then restart: the half copy leaves no
+/// scratch and no snapshot, neither listed nor found by id.
+async fn kill9_mid_copy_and_restart(heavy: &mut Heavy, first: &Snapshot) -> Controller {
+    heavy.driver.kill9();
     assert!(
-        !root.join("snapshots/snap-heavy").exists(),
+        !heavy.root.join("snapshots/snap-heavy").exists(),
         "the copy finished before the kill: make the volume heavier"
     );
-    driver.spawn();
-    assert_no_scratch(&root);
-    let mut c = driver.controller().await;
-    assert!(list(&mut c, ListSnapshotsRequest::default())
-        .await
-        .is_empty());
-    assert_code(
+    heavy.driver.spawn();
+    assert_no_scratch_after(&heavy.root, "the restart following kill -9 mid-copy");
+    let mut c = heavy.driver.controller().await;
+    assert!(
+        list(&mut c, ListSnapshotsRequest::default())
+            .await
+            .is_empty(),
+        "after the restart, ListSnapshots lists the snapshot whose copy was killed"
+    );
+    assert_code_at(
         c.get_snapshot(GetSnapshotRequest {
             snapshot_id: first.snapshot_id.clone(),
             secrets: Default::default(),
         })
         .await,
         Code::NotFound,
+        "after the restart, GetSnapshot of the snapshot whose copy was killed",
     );
+    c
+}
 
-    // The snapshotter retries: a new copy; deleting it mid-way cancels it.
-    let retry = try_snapshot(&mut c, "snap-heavy", &v.volume_id)
+/// The snapshotter retries: a new copy; deleting it mid-way cancels it.
+async fn a_retried_copy_stops_when_its_snapshot_is_deleted(c: &mut Controller, heavy: &Heavy) {
+    let retry = try_snapshot(c, "snap-heavy", &heavy.volume.volume_id)
         .await
-        .unwrap();
-    assert!(!retry.ready_to_use);
-    delete_snapshot(&mut c, &retry.snapshot_id).await.unwrap();
-    assert_no_scratch(&root);
-    assert!(!root.join("snapshots/snap-heavy").exists());
+        .unwrap_or_else(|e| panic!("after the restart, the retried CreateSnapshot failed: {e}"));
+    assert!(
+        !retry.ready_to_use,
+        "after the restart, the retried CreateSnapshot answered ready at once: make the volume heavier"
+    );
+    delete_snapshot(c, &retry.snapshot_id)
+        .await
+        .unwrap_or_else(|e| panic!("DeleteSnapshot of the retried copy mid-way failed: {e}"));
+    assert_no_scratch_after(&heavy.root, "DeleteSnapshot of the retried copy mid-way");
+    assert!(
+        !heavy.root.join("snapshots/snap-heavy").exists(),
+        "the retried copy outlived its DeleteSnapshot and made the snapshot"
+    );
+}
 
+/// Retried again until ready: the snapshot has the first answer's id and
+/// the whole volume's content, and no scratch is left.
+async fn a_retried_copy_completes_under_the_first_id(
+    c: &mut Controller,
+    heavy: &Heavy,
+    first: &Snapshot,
+) -> Snapshot {
     let started = Instant::now();
-    let done = snapshot_until_ready(&mut c, "snap-heavy", &v.volume_id).await;
+    let done = snapshot_until_ready(c, "snap-heavy", &heavy.volume.volume_id).await;
     eprintln!(
         "FIGURE full copy (tmpfs, debug build) of 300000 small files + 1 GiB: ready after {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(done.snapshot_id, first.snapshot_id);
-    let payload = root.join("snapshots/snap-heavy/payload");
-    assert_same_file(&data.join("big"), &payload.join("big"));
-    assert_eq!(entries(&payload.join("d99")).len(), 1000);
-    assert_no_scratch(&root);
+    assert_eq!(
+        done.snapshot_id, first.snapshot_id,
+        "the snapshot retried to completion has another id than the first CreateSnapshot gave"
+    );
+    let payload = heavy.root.join("snapshots/snap-heavy/payload");
+    assert_same_file(
+        &heavy.data.join("big"),
+        &payload.join("big"),
+        "the snapshot retried to completion, its big file",
+    );
+    assert_eq!(
+        entries(&payload.join("d99")).len(),
+        1000,
+        "the snapshot retried to completion lacks small files"
+    );
+    assert_no_scratch_after(&heavy.root, "the retried copy completed");
+    done
+}
 
-    // A restore whose caller gives up (deadline) goes on; a repeat joins
-    // it; DeleteVolume of the claim stops it, and nothing appears later.
+/// A restore whose caller gives up (deadline) goes on; a repeat joins it;
+/// DeleteVolume of the claim stops it, and nothing appears later.
+async fn an_abandoned_restore_stops_at_delete_volume(
+    c: &mut Controller,
+    heavy: &Heavy,
+    done: &Snapshot,
+) {
     let mut req = tonic::Request::new(from("restored", 0, snap_source(&done.snapshot_id)));
     req.set_timeout(Duration::from_millis(300));
     assert!(
         c.create_volume(req).await.is_err(),
-        "the restore was too fast"
+        "the restore was too fast: it beat a 300 ms deadline"
     );
-    let scratch = running_copy(&root);
+    let scratch = running_copy(&heavy.root);
     let mut req = tonic::Request::new(from("restored", 0, snap_source(&done.snapshot_id)));
     req.set_timeout(Duration::from_millis(300));
-    assert!(c.create_volume(req).await.is_err());
-    assert_eq!(
-        entries(&root.join("tmp")),
-        vec![scratch.clone()],
-        "joined, not restarted"
+    assert!(
+        c.create_volume(req).await.is_err(),
+        "the repeated restore mid-copy beat a 300 ms deadline"
     );
-    delete_volume(&mut c, "local:node-a:restored").await;
+    assert_eq!(
+        entries(&heavy.root.join("tmp")),
+        vec![scratch.clone()],
+        "the repeated restore mid-copy: joined, not restarted"
+    );
+    delete_volume(c, "local:node-a:restored").await;
     // The restore builds the volume in its scratch directory and renames it
     // into volumes/ in one step, so once that scratch is gone the copy has
     // ended, and it ended without a volume: nothing can appear later.
-    assert_no_scratch(&root);
+    assert_no_scratch_after(&heavy.root, "DeleteVolume of the abandoned restore");
     assert!(
-        !root.join("volumes/restored").exists(),
+        !heavy.root.join("volumes/restored").exists(),
         "the restore outlived DeleteVolume and renamed its volume in"
     );
-    // Then a patient caller gets the whole volume.
-    let restored = create(&mut c, from("restored", 0, snap_source(&done.snapshot_id))).await;
-    let restored_data = data_of(&root, &restored.volume_id);
-    assert_same_file(&data.join("big"), &restored_data.join("big"));
-    assert_eq!(entries(&restored_data.join("d99")).len(), 1000);
+}
 
-    delete_snapshot(&mut c, &done.snapshot_id).await.unwrap();
+/// Then a patient caller gets the whole volume.
+async fn a_patient_restore_gets_the_whole_volume(
+    c: &mut Controller,
+    heavy: &Heavy,
+    done: &Snapshot,
+) -> Volume {
+    let restored = create(c, from("restored", 0, snap_source(&done.snapshot_id))).await;
+    let restored_data = data_of(&heavy.root, &restored.volume_id);
+    assert_same_file(
+        &heavy.data.join("big"),
+        &restored_data.join("big"),
+        "the patient restore, its big file",
+    );
+    assert_eq!(
+        entries(&restored_data.join("d99")).len(),
+        1000,
+        "the patient restore lacks small files"
+    );
+    restored
+}
+
+/// A full copy killed mid-way leaves nothing behind and its retry (and a
+/// restore from the result) behaves as if the first attempt never was.
+#[tokio::test]
+async fn kill9_during_a_full_copy_then_restart_and_retry() {
+    require!(require_root());
+    let mut heavy = heavy_volume_on_tmpfs().await;
+    let mut c = heavy.driver.controller().await;
+    let first = start_a_copy_slower_than_the_grace(&mut c, &heavy).await;
+
+    drop(c);
+    let mut c = kill9_mid_copy_and_restart(&mut heavy, &first).await;
+    a_retried_copy_stops_when_its_snapshot_is_deleted(&mut c, &heavy).await;
+    let done = a_retried_copy_completes_under_the_first_id(&mut c, &heavy, &first).await;
+    an_abandoned_restore_stops_at_delete_volume(&mut c, &heavy, &done).await;
+    let restored = a_patient_restore_gets_the_whole_volume(&mut c, &heavy, &done).await;
+
+    delete_snapshot(&mut c, &done.snapshot_id)
+        .await
+        .unwrap_or_else(|e| panic!("cleaning up, deleting the snapshot: {e}"));
     delete_volume(&mut c, &restored.volume_id).await;
-    delete_volume(&mut c, &v.volume_id).await;
-    assert_no_scratch(&root);
-    drop(driver);
+    delete_volume(&mut c, &heavy.volume.volume_id).await;
+    assert_no_scratch_after(&heavy.root, "cleaning up");
 }
 
 // ---- the note's figure -------------------------------------------------------
@@ -967,6 +1113,7 @@ async fn figure_snapshot_of_a_1gib_volume_on_reflink_xfs_takes_milliseconds() {
         assert_same_file(
             &data.join("data.bin"),
             &data_of(&root, &restored.volume_id).join("data.bin"),
+            "the volume restored from a reflink snapshot, its data",
         );
         drop(c);
         drop(driver);

@@ -644,19 +644,25 @@ pub async fn create(
 /// Deleted trees leave trash/ in the background, so this waits for the
 /// directories to empty, up to a deadline generous for a busy machine.
 pub fn assert_empty_dirs(root: &Path, dirs: &[&str]) {
-    let left = |dir: &str| -> Vec<PathBuf> {
+    for dir in dirs {
+        let left = left_in(root, dir);
+        assert!(left.is_empty(), "{dir}/ not empty: {left:?}");
+    }
+}
+
+/// What stays in `root/dir` after waiting for it to empty (as
+/// `assert_empty_dirs` does), for a caller that names its own step.
+pub fn left_in(root: &Path, dir: &str) -> Vec<PathBuf> {
+    let left = || -> Vec<PathBuf> {
         std::fs::read_dir(root.join(dir))
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    for dir in dirs {
-        while !left(dir).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let left = left(dir);
-        assert!(left.is_empty(), "{dir}/ not empty: {left:?}");
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
+    left()
 }
 
 /// What every NFS controller test starts from (after
