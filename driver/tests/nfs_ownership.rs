@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cairn_harness::{require, require_nfs_lab, Ganesha};
+use cairn_proto::v1::controller_client::ControllerClient;
 use cairn_proto::v1::*;
 use common::*;
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// An NFS CreateVolume whose directory is `sub_dir` (a literal or template).
@@ -489,6 +491,188 @@ struct Live {
     token: String,
 }
 
+const TEMPLATES: &[&str] = &[
+    "${pvc.metadata.namespace}",
+    "${pvc.metadata.namespace}/${pvc.metadata.name}",
+    "${pvc.metadata.name}",
+    "${pvc.metadata.namespace}/${pvc.metadata.name}/data",
+    "shared",
+    "shared/${pvc.metadata.name}",
+];
+const NAMESPACES: &[&str] = &["team-a", "team-b", "shared"];
+const PVC_NAMES: &[&str] = &["db", "web", "team-a"];
+const POLICIES: &[&str] = &["delete", "delete", "retain", "archive"];
+
+/// How often each outcome came up: the property holds over a run that
+/// tried them all.
+#[derive(Default)]
+struct Tally {
+    created: usize,
+    refused: usize,
+    deleted: usize,
+}
+
+/// One seed's random walk: two StorageClasses with templates drawn from
+/// `TEMPLATES` on an export of its own, the volumes live on it, and what
+/// was done so far (printed, with the seed, in every failure).
+struct Walk<'a> {
+    c: &'a mut ControllerClient<Channel>,
+    seed: u64,
+    port: u16,
+    export: std::path::PathBuf,
+    rng: Rng,
+    classes: [&'static str; 2],
+    live: Vec<Live>,
+    history: Vec<String>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(c: &'a mut ControllerClient<Channel>, seed: u64, server: &Ganesha) -> Self {
+        let mut rng = Rng(seed);
+        let classes = [*rng.pick(TEMPLATES), *rng.pick(TEMPLATES)];
+        Walk {
+            c,
+            seed,
+            port: server.addr().port(),
+            export: server.export_dir().to_path_buf(),
+            rng,
+            classes,
+            live: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// A CreateVolume of a random class, namespace, PVC name and policy:
+    /// it succeeds exactly when its directory is new and overlaps no live
+    /// volume, and is otherwise refused as AlreadyExists.
+    async fn create_at_random(&mut self, step: usize, tally: &mut Tally) {
+        let seed = self.seed;
+        let template = *self.rng.pick(&self.classes);
+        let (namespace, pvc) = (*self.rng.pick(NAMESPACES), *self.rng.pick(PVC_NAMES));
+        let on_delete = *self.rng.pick(POLICIES);
+        let name = format!("pvc-{seed:x}-{step}");
+        let dir = template
+            .replace("${pvc.metadata.namespace}", namespace)
+            .replace("${pvc.metadata.name}", pvc);
+        let mut req = nfs_request(
+            &name,
+            self.port,
+            &[("subDir", template), ("onDelete", on_delete)],
+        );
+        req.parameters
+            .insert("csi.storage.k8s.io/pvc/namespace".into(), namespace.into());
+        req.parameters
+            .insert("csi.storage.k8s.io/pvc/name".into(), pvc.into());
+        let expect_ok =
+            !self.export.join(&dir).exists() && !self.live.iter().any(|v| overlaps(&v.dir, &dir));
+        self.history
+            .push(format!("create {name} at {dir} ({on_delete})"));
+        let history = &self.history;
+        match self.c.create_volume(req).await {
+            Ok(response) => {
+                assert!(
+                    expect_ok,
+                    "seed {seed:x}, step {step}: CreateVolume {name} succeeded over {dir}, \
+                     which exists or overlaps a live volume: {history:#?}"
+                );
+                tally.created += 1;
+                let volume = response.into_inner().volume.unwrap();
+                let token = format!("{name} was here");
+                write(&self.export.join(&dir).join("token"), &token);
+                self.live.push(Live {
+                    id: volume.volume_id,
+                    dir,
+                    on_delete,
+                    token,
+                });
+            }
+            Err(status) => {
+                assert!(
+                    !expect_ok,
+                    "seed {seed:x}, step {step}: CreateVolume {name} was refused {dir}, \
+                     which is new and overlaps no live volume: {status}: {history:#?}"
+                );
+                assert_eq!(
+                    status.code(),
+                    Code::AlreadyExists,
+                    "seed {seed:x}, step {step}: CreateVolume {name} over {dir} was refused \
+                     with another code than AlreadyExists: {status}"
+                );
+                tally.refused += 1;
+            }
+        }
+    }
+
+    /// DeleteVolume of a random live volume: its directory is gone unless
+    /// its policy is retain. Two archives of one directory within a second
+    /// may abort; the volume then stays live.
+    async fn delete_at_random(&mut self, step: usize, tally: &mut Tally) {
+        let seed = self.seed;
+        let index = self.rng.below(self.live.len());
+        let (id, dir, on_delete) = {
+            let v = &self.live[index];
+            (v.id.clone(), v.dir.clone(), v.on_delete)
+        };
+        self.history.push(format!("delete {id} at {dir}"));
+        let history = &self.history;
+        match self.c.delete_volume(delete_request(&id)).await {
+            Ok(_) => {
+                let gone = on_delete != "retain";
+                assert_eq!(
+                    !self.export.join(&dir).exists(),
+                    gone,
+                    "seed {seed:x}, step {step}: after DeleteVolume {id} ({on_delete}), \
+                     whether {dir} is gone: {history:#?}"
+                );
+                self.live.remove(index);
+                tally.deleted += 1;
+            }
+            // Two archives of one directory within a second.
+            Err(status) if status.code() == Code::Aborted && on_delete == "archive" => {}
+            Err(status) => panic!(
+                "seed {seed:x}, step {step}: DeleteVolume {id} at {dir} failed: {status}: \
+                 {history:#?}"
+            ),
+        }
+    }
+
+    /// Every live volume still holds the token written into it when it
+    /// was created.
+    #[track_caller]
+    fn assert_every_live_volume_whole(&self, after: &str) {
+        let (seed, history) = (self.seed, &self.history);
+        for v in &self.live {
+            let token = self.export.join(&v.dir).join("token");
+            assert_eq!(
+                std::fs::read_to_string(&token).ok().as_deref(),
+                Some(v.token.as_str()),
+                "seed {seed:x}, after {after}: {} lost its data: {history:#?}",
+                v.dir
+            );
+        }
+    }
+
+    /// Every volume is still whole until its own DeleteVolume.
+    async fn delete_every_volume_in_turn(&mut self) {
+        let seed = self.seed;
+        while let Some(v) = self.live.pop() {
+            self.c
+                .delete_volume(delete_request(&v.id))
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "seed {seed:x}, tearing down: DeleteVolume {} failed: {e}",
+                        v.id
+                    )
+                });
+            self.assert_every_live_volume_whole(&format!(
+                "tearing down, DeleteVolume {} at {}",
+                v.id, v.dir
+            ));
+        }
+    }
+}
+
 /// Two StorageClasses with random subDir templates on one export, volumes
 /// created and deleted in a random order: every CreateVolume succeeds
 /// exactly when its directory is new and overlaps no live volume, and no
@@ -499,120 +683,33 @@ async fn random_templates_on_one_export_never_lose_another_volumes_data() {
     let driver = TestDriver::start();
     let mut c = driver.controller().await;
 
-    const TEMPLATES: &[&str] = &[
-        "${pvc.metadata.namespace}",
-        "${pvc.metadata.namespace}/${pvc.metadata.name}",
-        "${pvc.metadata.name}",
-        "${pvc.metadata.namespace}/${pvc.metadata.name}/data",
-        "shared",
-        "shared/${pvc.metadata.name}",
-    ];
-    const NAMESPACES: &[&str] = &["team-a", "team-b", "shared"];
-    const PVC_NAMES: &[&str] = &["db", "web", "team-a"];
-    const POLICIES: &[&str] = &["delete", "delete", "retain", "archive"];
-
-    // How often each outcome came up: the property holds over a run
-    // that tried them all.
-    let (mut created, mut refused, mut deleted) = (0, 0, 0);
+    let mut tally = Tally::default();
     for seed in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003] {
         // A server (and export) of its own per seed: the export is only
         // ever changed through the server while it runs.
-        let server = Ganesha::start().expect("ganesha");
-        let port = server.addr().port();
-        let export = server.export_dir().to_path_buf();
-        let mut rng = Rng(seed);
-        let classes = [*rng.pick(TEMPLATES), *rng.pick(TEMPLATES)];
-        let mut live: Vec<Live> = Vec::new();
-        let mut history = Vec::new();
+        let server = Ganesha::start()
+            .unwrap_or_else(|e| panic!("seed {seed:x}: starting nfs-ganesha: {e:?}"));
+        let mut walk = Walk::new(&mut c, seed, &server);
         for step in 0..40 {
-            if live.is_empty() || rng.below(10) < 6 {
-                let template = *rng.pick(&classes);
-                let (namespace, pvc) = (*rng.pick(NAMESPACES), *rng.pick(PVC_NAMES));
-                let on_delete = *rng.pick(POLICIES);
-                let name = format!("pvc-{seed:x}-{step}");
-                let dir = template
-                    .replace("${pvc.metadata.namespace}", namespace)
-                    .replace("${pvc.metadata.name}", pvc);
-                let mut req = nfs_request(
-                    &name,
-                    port,
-                    &[("subDir", template), ("onDelete", on_delete)],
-                );
-                req.parameters
-                    .insert("csi.storage.k8s.io/pvc/namespace".into(), namespace.into());
-                req.parameters
-                    .insert("csi.storage.k8s.io/pvc/name".into(), pvc.into());
-                let expect_ok =
-                    !export.join(&dir).exists() && !live.iter().any(|v| overlaps(&v.dir, &dir));
-                history.push(format!("create {name} at {dir} ({on_delete})"));
-                match c.create_volume(req).await {
-                    Ok(response) => {
-                        assert!(expect_ok, "seed {seed:x}: created over {dir}: {history:#?}");
-                        created += 1;
-                        let volume = response.into_inner().volume.unwrap();
-                        let token = format!("{name} was here");
-                        write(&export.join(&dir).join("token"), &token);
-                        live.push(Live {
-                            id: volume.volume_id,
-                            dir,
-                            on_delete,
-                            token,
-                        });
-                    }
-                    Err(status) => {
-                        assert!(
-                            !expect_ok,
-                            "seed {seed:x}: refused {dir}: {status}: {history:#?}"
-                        );
-                        assert_eq!(status.code(), Code::AlreadyExists, "{status}");
-                        refused += 1;
-                    }
-                }
+            if walk.live.is_empty() || walk.rng.below(10) < 6 {
+                walk.create_at_random(step, &mut tally).await;
             } else {
-                let index = rng.below(live.len());
-                let (id, dir, on_delete) = {
-                    let v = &live[index];
-                    (v.id.clone(), v.dir.clone(), v.on_delete)
-                };
-                history.push(format!("delete {id} at {dir}"));
-                match c.delete_volume(delete_request(&id)).await {
-                    Ok(_) => {
-                        let gone = on_delete != "retain";
-                        assert_eq!(
-                            !export.join(&dir).exists(),
-                            gone,
-                            "seed {seed:x}: {history:#?}"
-                        );
-                        live.remove(index);
-                        deleted += 1;
-                    }
-                    // Two archives of one directory within a second.
-                    Err(status) if status.code() == Code::Aborted && on_delete == "archive" => {}
-                    Err(status) => panic!("seed {seed:x}: {status}: {history:#?}"),
-                }
+                walk.delete_at_random(step, &mut tally).await;
             }
-            for v in &live {
-                let token = export.join(&v.dir).join("token");
-                assert_eq!(
-                    std::fs::read_to_string(&token).ok().as_deref(),
-                    Some(v.token.as_str()),
-                    "seed {seed:x}: {} lost its data: {history:#?}",
-                    v.dir
-                );
-            }
+            walk.assert_every_live_volume_whole(&format!("step {step}"));
         }
-        // Every volume is still whole until its own DeleteVolume.
-        while let Some(v) = live.pop() {
-            c.delete_volume(delete_request(&v.id)).await.unwrap();
-            for other in &live {
-                assert_content(&export.join(&other.dir).join("token"), &other.token);
-            }
-        }
+        walk.delete_every_volume_in_turn().await;
     }
+    let Tally {
+        created,
+        refused,
+        deleted,
+    } = tally;
     eprintln!("{created} created, {refused} refused, {deleted} deleted at random");
     assert!(
         created >= 10 && refused >= 10 && deleted >= 5,
-        "{created} created, {refused} refused, {deleted} deleted"
+        "the random walks did not try every outcome often enough: \
+         {created} created, {refused} refused, {deleted} deleted"
     );
 }
 
