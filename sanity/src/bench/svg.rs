@@ -13,7 +13,8 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 200.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
-const COLORS: [&str; 8] = [
+/// One colour per RPC, shared by the single-driver and two-driver charts.
+pub(super) const COLORS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
 
@@ -28,7 +29,6 @@ fn y_of(ms: f64, max: f64) -> f64 {
     HEIGHT - BOTTOM - ms / max.max(1e-9) * (HEIGHT - TOP - BOTTOM)
 }
 
-/// Renders the sweep; one polyline per RPC plus the whole lifecycle's p50.
 /// The two axis titles of a chart against K: K's centred at `x_mid` on the
 /// line at `x_title_y`, `y_title` turned along the latency axis at `y_mid`.
 pub(super) fn axis_titles(svg: &mut String, x_mid: f64, x_title_y: f64, y_mid: f64, y_title: &str) {
@@ -43,6 +43,7 @@ pub(super) fn axis_titles(svg: &mut String, x_mid: f64, x_title_y: f64, y_mid: f
     );
 }
 
+/// Renders the sweep; one polyline per RPC plus the whole lifecycle's p50.
 pub fn chart(points: &[Point], title: &str) -> String {
     let rpcs: BTreeSet<&str> = points
         .iter()

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use super::svg::COLORS;
 use super::text::in_lifecycle_order;
 use super::{Comparison, Point};
 use crate::report::xml_escape;
@@ -18,9 +19,6 @@ const BOTTOM: f64 = 50.0;
 const LINE_HEIGHT: f64 = 480.0;
 /// Height of one category in the bar chart (two bars and a gap).
 const BAND: f64 = 34.0;
-const COLORS: [&str; 8] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-];
 const LIFECYCLE_COLOR: &str = "#000000";
 /// The two drivers' bars.
 const BAR_COLORS: [&str; 2] = ["#1f77b4", "#ff7f0e"];
