@@ -183,7 +183,13 @@ impl ControllerService {
         let id = VolumeId::parse(&req.volume_id)?;
         check_well_formed(&req.volume_capabilities, "volume_capabilities")?;
         let backend = self.0.backends.for_id(&id)?;
-        let (volume, _) = self.get(id.clone()).await?;
+        // The volume's record only: its health is not asked for here, and
+        // for NFS it costs another trip to the server.
+        let volume = backend
+            .clone()
+            .get(id.clone())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
         let caps = req.volume_capabilities.clone();
         let unsupported = backend.supports_volume(id, caps).await?;
         let mismatch = if let Some(unsupported) = unsupported {

@@ -139,7 +139,18 @@ impl PublishedRecords {
     /// record goes only if it still names this volume. The caller holds
     /// the volume's lock.
     pub fn forget(&self, volume_id: &VolumeId, target: &Path) -> Result<()> {
-        if self.at(target)?.is_some_and(|p| p.volume_id == *volume_id) {
+        self.forget_read(volume_id, target, self.at(target)?)
+    }
+
+    /// [`Self::forget`] with the target's record already read (`there`,
+    /// from [`Self::at`] under the same lock): not read a second time.
+    pub fn forget_read(
+        &self,
+        volume_id: &VolumeId,
+        target: &Path,
+        there: Option<Publication>,
+    ) -> Result<()> {
+        if there.is_some_and(|p| p.volume_id == *volume_id) {
             self.targets().remove(&name_of_path(target))?;
         }
         let mut index = self.index_of(volume_id)?;
@@ -162,7 +173,7 @@ impl PublishedRecords {
 /// A record's publication; a torn or foreign file records nothing (it is
 /// replaced or removed with its publication).
 fn decode(bytes: &[u8]) -> Option<Publication> {
-    json_record::decode(bytes, "publication record", "")
+    json_record::decode(bytes, "publication record", "in targets/")
         .inspect_err(|e| tracing::warn!(error = %e, "unreadable publication record ignored"))
         .ok()
 }

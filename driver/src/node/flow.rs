@@ -263,15 +263,18 @@ impl NodeContext {
     /// NodeUnpublishVolume: unmounts and removes the target, unless it is
     /// not this volume's to touch.
     pub fn unpublish(&self, id: &VolumeId, target: &KubeletPath) -> Result<()> {
+        let lexical = self.kubelet.lexical(target);
         // Gone already (a retry, or after a reboot): nothing to unmount.
-        if let Some(real) = self.resolve_existing(target)? {
-            self.check_own_target(id, &real)?;
-            self.mounter
-                .unmount_all(&real)
-                .map_err(Error::io("unmount", &real))?;
-            self.remove_target(id, &real)?;
-        }
-        self.published.forget(id, &self.kubelet.lexical(target))
+        let Some(real) = self.resolve_existing(target)? else {
+            return self.published.forget(id, &lexical);
+        };
+        let there = self.check_own_target(id, &real)?;
+        self.mounter
+            .unmount_all(&real)
+            .map_err(Error::io("unmount", &real))?;
+        self.remove_target(id, &real)?;
+        // `real` is `lexical`: resolving refuses every symlink.
+        self.published.forget_read(id, &lexical, there)
     }
 
     /// Binds the staged volume at the target; a mount already there is this
@@ -332,8 +335,8 @@ impl NodeContext {
 
     /// NodeUnpublishVolume touches only its own volume: a target that is a
     /// staging path, or where another volume is published, is refused and
-    /// left alone.
-    fn check_own_target(&self, id: &VolumeId, target: &Path) -> Result<()> {
+    /// left alone. Returns the publication recorded at the target.
+    fn check_own_target(&self, id: &VolumeId, target: &Path) -> Result<Option<Publication>> {
         if self.staged.lookup(target)?.is_some() {
             return Err(Error::FailedPrecondition(format!(
                 "{} is a staging path, not a publish target; left as it is \
@@ -341,16 +344,17 @@ impl NodeContext {
                 target.display()
             )));
         }
-        if let Some(there) = self.published.at(target)? {
-            if there.volume_id != *id && self.is_live(&there)? {
+        let there = self.published.at(target)?;
+        if let Some(other) = &there {
+            if other.volume_id != *id && self.is_live(other)? {
                 return Err(Error::FailedPrecondition(format!(
                     "{} holds volume {}, not {id}; left as it is",
                     target.display(),
-                    there.volume_id
+                    other.volume_id
                 )));
             }
         }
-        Ok(())
+        Ok(there)
     }
 
     /// Removes the target directory or file the publish created. One that
